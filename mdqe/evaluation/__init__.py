@@ -1,0 +1,1 @@
+"""mdqe.evaluation."""
