@@ -1,1 +1,5 @@
-"""mdqe.layers."""
+"""mdqe.layers: building blocks shared by the encoder and decoder."""
+
+from .ms_deform_attn import MSDeformAttn, ms_deform_attn, ms_deform_attn_pytorch
+
+__all__ = ["MSDeformAttn", "ms_deform_attn", "ms_deform_attn_pytorch"]

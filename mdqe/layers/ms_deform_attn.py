@@ -1,0 +1,298 @@
+"""Multi-scale deformable attention: the compiled op, its PyTorch reference and Deformable DETR's module.
+
+Shapes (Deformable DETR's convention), with N batch, S = sum_l H_l * W_l value tokens, M heads, D channels
+per head, Lq queries, L levels and P points per level and head:
+
+- value: (N, S, M, D), the levels flattened row-major and concatenated;
+- spatial_shapes: (L, 2) int64, (H_l, W_l) of each level;
+- level_start_index: (L,) int64, offset of each level in S;
+- sampling_locations: (N, Lq, M, L, P, 2), normalised (x, y): (0, 0) is the top-left corner of the map and
+  (1, 1) the bottom-right one; locations outside [0, 1] are allowed;
+- attention_weights: (N, Lq, M, L, P);
+- output: (N, Lq, M * D).
+
+Sampling is bilinear with zeros outside the map and the align_corners=False convention: the pixel coordinate
+of x is x * W - 0.5, exactly as `F.grid_sample(..., padding_mode="zeros", align_corners=False)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+__all__ = ["MSDeformAttn", "ms_deform_attn", "ms_deform_attn_pytorch"]
+
+logger = logging.getLogger(__name__)
+
+try:
+    _C = importlib.import_module("mdqe._C")
+except ImportError:  # the extension is optional: fall back to the PyTorch reference
+    _C = None
+_warned_fallback = False
+
+
+def ms_deform_attn_pytorch(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Reference implementation with `F.grid_sample`, one call per level.
+
+    Args:
+        value: (N, S, M, D).
+        spatial_shapes: (L, 2) int64, (H, W) per level.
+        sampling_locations: (N, Lq, M, L, P, 2) normalised (x, y).
+        attention_weights: (N, Lq, M, L, P).
+
+    Returns:
+        (N, Lq, M * D).
+    """
+    n, _, m, d = value.shape
+    _, lq, _, num_levels, num_points, _ = sampling_locations.shape
+    sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
+    value_levels = value.split(sizes, dim=1)
+    grids = 2 * sampling_locations - 1
+    sampled = []
+    for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
+        # (N, H*W, M, D) -> (N*M, D, H, W)
+        value_l = value_levels[lvl].flatten(2).transpose(1, 2).reshape(n * m, d, int(h), int(w))
+        # (N, Lq, M, P, 2) -> (N*M, Lq, P, 2)
+        grid_l = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
+        # (N*M, D, Lq, P)
+        sampled.append(
+            F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False)
+        )
+    # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
+    weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, num_levels * num_points)
+    output = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1)
+    return output.view(n, m * d, lq).transpose(1, 2).contiguous()
+
+
+class _MSDeformAttnFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step
+    ):
+        ctx.im2col_step = im2col_step
+        output = _C.ms_deform_attn_forward(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step
+        )
+        ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+        return output
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
+        grad_value, grad_locations, grad_weights = _C.ms_deform_attn_backward(
+            value,
+            spatial_shapes,
+            level_start_index,
+            sampling_locations,
+            attention_weights,
+            grad_output.contiguous(),
+            ctx.im2col_step,
+        )
+        return grad_value, None, None, grad_locations, grad_weights, None
+
+
+def _check_inputs(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> None:
+    if value.dim() != 4:
+        raise ValueError(f"ms_deform_attn: value must be (N, S, M, D), found shape {tuple(value.shape)}")
+    n, s, m, _ = value.shape
+    if spatial_shapes.dim() != 2 or spatial_shapes.shape[1] != 2:
+        raise ValueError(
+            f"ms_deform_attn: spatial_shapes must be (L, 2), found {tuple(spatial_shapes.shape)}"
+        )
+    num_levels = spatial_shapes.shape[0]
+    if level_start_index.shape != (num_levels,):
+        raise ValueError(
+            f"ms_deform_attn: level_start_index must be ({num_levels},), "
+            f"found {tuple(level_start_index.shape)}"
+        )
+    for name, index in (("spatial_shapes", spatial_shapes), ("level_start_index", level_start_index)):
+        if index.dtype != torch.int64:
+            raise ValueError(f"ms_deform_attn: {name} must be int64, found {index.dtype}")
+    if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
+        raise ValueError(
+            "ms_deform_attn: sampling_locations must be (N, Lq, M, L, P, 2), "
+            f"found {tuple(sampling_locations.shape)}"
+        )
+    lq, num_points = sampling_locations.shape[1], sampling_locations.shape[4]
+    expected = (n, lq, m, num_levels, num_points)
+    if tuple(sampling_locations.shape[:-1]) != expected:
+        raise ValueError(
+            f"ms_deform_attn: sampling_locations must be {(*expected, 2)} for value {tuple(value.shape)} and "
+            f"{num_levels} levels, found {tuple(sampling_locations.shape)}"
+        )
+    if tuple(attention_weights.shape) != expected:
+        raise ValueError(
+            f"ms_deform_attn: attention_weights must be {expected}, found {tuple(attention_weights.shape)}"
+        )
+    if not value.is_floating_point():
+        raise ValueError(f"ms_deform_attn: value must be floating point, found {value.dtype}")
+    for name, t in (("sampling_locations", sampling_locations), ("attention_weights", attention_weights)):
+        if t.dtype != value.dtype:
+            raise ValueError(f"ms_deform_attn: {name} must have value's dtype {value.dtype}, found {t.dtype}")
+    for name, t in (
+        ("spatial_shapes", spatial_shapes),
+        ("level_start_index", level_start_index),
+        ("sampling_locations", sampling_locations),
+        ("attention_weights", attention_weights),
+    ):
+        if t.device != value.device:
+            raise ValueError(f"ms_deform_attn: {name} is on {t.device} but value is on {value.device}")
+    if not spatial_shapes.is_cuda:
+        total = int(spatial_shapes.prod(1).sum())
+        if total != s:
+            raise ValueError(
+                f"ms_deform_attn: value has S={s} tokens but spatial_shapes {spatial_shapes.tolist()} "
+                f"sum to {total}"
+            )
+
+
+def ms_deform_attn(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    im2col_step: int = 64,
+) -> torch.Tensor:
+    """Multi-scale deformable attention with the compiled CPU/CUDA kernels, differentiable in value,
+    sampling_locations and attention_weights.
+
+    Falls back to `ms_deform_attn_pytorch` (with a one-time warning) when `mdqe._C` was not built.
+
+    Args:
+        value: (N, S, M, D) float32/float64 (also float16/bfloat16 on CUDA).
+        spatial_shapes: (L, 2) int64, (H, W) per level.
+        level_start_index: (L,) int64, start of each level in S.
+        sampling_locations: (N, Lq, M, L, P, 2) normalised (x, y), value's dtype.
+        attention_weights: (N, Lq, M, L, P), value's dtype.
+        im2col_step: batch chunk of the CUDA kernel (any positive value; it need not divide N).
+
+    Returns:
+        (N, Lq, M * D), value's dtype.
+    """
+    _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    if _C is None:
+        global _warned_fallback
+        if not _warned_fallback:
+            logger.warning(
+                "mdqe._C is not built: multi-scale deformable attention falls back to the slow "
+                "grid_sample reference. Build the op with `bash tools/install.sh` or "
+                "`pip install --no-build-isolation -e .`"
+            )
+            _warned_fallback = True
+        return ms_deform_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
+    if im2col_step < 1:
+        raise ValueError(f"ms_deform_attn: im2col_step must be positive, found {im2col_step}")
+    return _MSDeformAttnFunction.apply(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step
+    )
+
+
+class MSDeformAttn(nn.Module):
+    """Deformable DETR's multi-scale deformable attention module.
+
+    Each query predicts, per head, level and point, an offset from its reference point and a weight
+    (softmax over levels and points), then averages the bilinearly sampled values.
+    """
+
+    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"MSDeformAttn: d_model={d_model} must be divisible by n_heads={n_heads}")
+        self.d_model = d_model
+        self.n_levels = n_levels
+        self.n_heads = n_heads
+        self.n_points = n_points
+        self.im2col_step = 64
+        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.output_proj = nn.Linear(d_model, d_model)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        # Offsets start on a ring of H directions (one per head), the k-th point k times further out.
+        angles = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
+        directions = torch.stack([angles.cos(), angles.sin()], dim=-1)
+        directions = directions / directions.abs().max(dim=-1, keepdim=True).values
+        scales = torch.arange(1, self.n_points + 1, dtype=torch.float32)
+        grid = directions[:, None, None, :] * scales[None, None, :, None]
+        grid = grid.expand(self.n_heads, self.n_levels, self.n_points, 2)
+        nn.init.constant_(self.sampling_offsets.weight, 0.0)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.reshape(-1))
+        nn.init.constant_(self.attention_weights.weight, 0.0)
+        nn.init.constant_(self.attention_weights.bias, 0.0)
+        for proj in (self.value_proj, self.output_proj):
+            nn.init.xavier_uniform_(proj.weight)
+            nn.init.constant_(proj.bias, 0.0)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        input_flatten: torch.Tensor,
+        input_spatial_shapes: torch.Tensor,
+        input_level_start_index: torch.Tensor,
+        input_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            query: (N, Lq, C).
+            reference_points: (N, Lq, L, 2) normalised (x, y), or (N, Lq, L, 4) boxes (cx, cy, w, h)
+                whose half-size scales the offsets.
+            input_flatten: (N, S, C) values of all levels.
+            input_spatial_shapes: (L, 2) int64 (H, W).
+            input_level_start_index: (L,) int64.
+            input_padding_mask: (N, S) bool, True at padded positions (their values are zeroed).
+
+        Returns:
+            (N, Lq, C).
+        """
+        n, lq, _ = query.shape
+        s = input_flatten.shape[1]
+        m, num_levels, num_points = self.n_heads, self.n_levels, self.n_points
+        value = self.value_proj(input_flatten)
+        if input_padding_mask is not None:
+            value = value.masked_fill(input_padding_mask[..., None], 0.0)
+        value = value.view(n, s, m, self.d_model // m)
+        offsets = self.sampling_offsets(query).view(n, lq, m, num_levels, num_points, 2)
+        weights = self.attention_weights(query).view(n, lq, m, num_levels * num_points)
+        weights = weights.softmax(-1).view(n, lq, m, num_levels, num_points)
+        if reference_points.shape[-1] == 2:
+            # offsets are in pixels of each level: normalise by (W, H)
+            normalizer = input_spatial_shapes.flip(-1).to(offsets.dtype)
+            locations = (
+                reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+            )
+        elif reference_points.shape[-1] == 4:
+            centers = reference_points[:, :, None, :, None, :2]
+            half_sizes = reference_points[:, :, None, :, None, 2:] * 0.5
+            locations = centers + offsets / num_points * half_sizes
+        else:
+            raise ValueError(
+                "MSDeformAttn: reference_points must end in 2 or 4 coordinates, "
+                f"found {tuple(reference_points.shape)}"
+            )
+        output = ms_deform_attn(
+            value, input_spatial_shapes, input_level_start_index, locations, weights, self.im2col_step
+        )
+        return self.output_proj(output)
