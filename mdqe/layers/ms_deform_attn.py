@@ -77,12 +77,9 @@ def ms_deform_attn_pytorch(
 
 class _MSDeformAttnFunction(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step
-    ):
-        ctx.im2col_step = im2col_step
+    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
         output = _C.ms_deform_attn_forward(
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights
         )
         ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
         return output
@@ -97,10 +94,9 @@ class _MSDeformAttnFunction(torch.autograd.Function):
             level_start_index,
             sampling_locations,
             attention_weights,
-            grad_output.contiguous(),
-            ctx.im2col_step,
+            grad_output,
         )
-        return grad_value, None, None, grad_locations, grad_weights, None
+        return grad_value, None, None, grad_locations, grad_weights
 
 
 def _check_inputs(
@@ -183,7 +179,8 @@ def ms_deform_attn(
         level_start_index: (L,) int64, start of each level in S.
         sampling_locations: (N, Lq, M, L, P, 2) normalised (x, y), value's dtype.
         attention_weights: (N, Lq, M, L, P), value's dtype.
-        im2col_step: batch chunk of the CUDA kernel (any positive value; it need not divide N).
+        im2col_step: accepted for compatibility with Deformable DETR's signature and unused: these
+            kernels need no im2col buffer, so the batch is never chunked (and need not divide by it).
 
     Returns:
         (N, Lq, M * D), value's dtype.
@@ -199,10 +196,8 @@ def ms_deform_attn(
             )
             _warned_fallback = True
         return ms_deform_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
-    if im2col_step < 1:
-        raise ValueError(f"ms_deform_attn: im2col_step must be positive, found {im2col_step}")
     return _MSDeformAttnFunction.apply(
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
     )
 
 

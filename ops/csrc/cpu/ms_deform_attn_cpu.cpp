@@ -1,0 +1,299 @@
+// CPU kernels of multi-scale deformable attention.
+//
+// Work is split over (batch, head, query) with at::parallel_for, queries innermost, so that a thread
+// walks the queries of one (batch, head) and keeps that head's value slice (S rows of D contiguous
+// channels, stride M*D) hot in cache. Each sampling point touches at most four value rows; every row is
+// consumed as a D-vector (axpy into the output, dot with the output gradient).
+//
+// Backward is race-free without atomics: a task owns one (batch, head) pair and a range of queries, and
+// writes the value gradient of that head only. When there are fewer (batch, head) pairs than threads, the
+// queries are split into a few ranges, each accumulating into its own copy of the value gradient, and the
+// copies are summed at the end.
+
+#include "cpu/ms_deform_attn_cpu.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace mdqe {
+namespace {
+
+struct Sizes {
+  int64_t batch, tokens, heads, channels, queries, levels, points;
+};
+
+Sizes get_sizes(const at::Tensor& value, const at::Tensor& sampling_locations) {
+  return {
+      value.size(0),
+      value.size(1),
+      value.size(2),
+      value.size(3),
+      sampling_locations.size(1),
+      sampling_locations.size(3),
+      sampling_locations.size(4)};
+}
+
+// The sampling location (x, y) in [0, 1] of a (H, W) map as a bilinear stencil on value rows
+// (align_corners=False: pixel coordinate x * W - 0.5). A corner outside the map has weight 0 and row -1.
+template <typename scalar_t>
+struct Stencil {
+  int64_t row[4];  // top-left, top-right, bottom-left, bottom-right
+  scalar_t weight[4];
+  scalar_t fx, fy;  // fractional position inside the cell, for the location gradient
+};
+
+// Returns false when the location is so far outside the map that no corner contributes.
+template <typename scalar_t>
+inline bool make_stencil(scalar_t x, scalar_t y, int64_t height, int64_t width, Stencil<scalar_t>& s) {
+  const scalar_t px = x * static_cast<scalar_t>(width) - scalar_t(0.5);
+  const scalar_t py = y * static_cast<scalar_t>(height) - scalar_t(0.5);
+  // Also rejects NaN, and keeps the int conversion below in range.
+  if (!(px > scalar_t(-1) && py > scalar_t(-1) && px < static_cast<scalar_t>(width) &&
+        py < static_cast<scalar_t>(height))) {
+    return false;
+  }
+  const scalar_t x0f = std::floor(px);
+  const scalar_t y0f = std::floor(py);
+  const int64_t x0 = static_cast<int64_t>(x0f);
+  const int64_t y0 = static_cast<int64_t>(y0f);
+  s.fx = px - x0f;
+  s.fy = py - y0f;
+  const scalar_t gx = scalar_t(1) - s.fx;
+  const scalar_t gy = scalar_t(1) - s.fy;
+  const bool left = x0 >= 0, right = x0 + 1 < width, top = y0 >= 0, bottom = y0 + 1 < height;
+  s.row[0] = (top && left) ? y0 * width + x0 : -1;
+  s.row[1] = (top && right) ? y0 * width + x0 + 1 : -1;
+  s.row[2] = (bottom && left) ? (y0 + 1) * width + x0 : -1;
+  s.row[3] = (bottom && right) ? (y0 + 1) * width + x0 + 1 : -1;
+  s.weight[0] = gy * gx;
+  s.weight[1] = gy * s.fx;
+  s.weight[2] = s.fy * gx;
+  s.weight[3] = s.fy * s.fx;
+  return true;
+}
+
+template <typename scalar_t>
+inline void axpy(scalar_t alpha, const scalar_t* __restrict x, scalar_t* __restrict y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    y[i] += alpha * x[i];
+  }
+}
+
+// Returns dot(x, g) and adds alpha * g to y, in one pass.
+template <typename scalar_t>
+inline scalar_t dot_and_axpy(
+    const scalar_t* __restrict x,
+    const scalar_t* __restrict g,
+    scalar_t alpha,
+    scalar_t* __restrict y,
+    int64_t n) {
+  scalar_t dot = 0;
+#pragma omp simd reduction(+ : dot)
+  for (int64_t i = 0; i < n; ++i) {
+    dot += x[i] * g[i];
+    y[i] += alpha * g[i];
+  }
+  return dot;
+}
+
+template <typename scalar_t>
+void forward_kernel(
+    const Sizes& z,
+    const scalar_t* value,
+    const int64_t* shapes,
+    const int64_t* starts,
+    const scalar_t* locations,
+    const scalar_t* weights,
+    scalar_t* output) {
+  const int64_t row_stride = z.heads * z.channels;
+  const int64_t samples = z.levels * z.points;
+  const int64_t grain = std::max<int64_t>(1, 4096 / (samples * z.channels + 1));
+  at::parallel_for(0, z.batch * z.heads * z.queries, grain, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> acc(z.channels);
+    Stencil<scalar_t> s;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t q = task % z.queries;
+      const int64_t m = (task / z.queries) % z.heads;
+      const int64_t n = task / (z.queries * z.heads);
+      const int64_t qm = (n * z.queries + q) * z.heads + m;  // index of (n, q, m)
+      const scalar_t* loc = locations + qm * samples * 2;
+      const scalar_t* attn = weights + qm * samples;
+      std::fill(acc.begin(), acc.end(), scalar_t(0));
+      for (int64_t l = 0; l < z.levels; ++l) {
+        const scalar_t* level_value = value + (n * z.tokens + starts[l]) * row_stride + m * z.channels;
+        for (int64_t p = 0; p < z.points; ++p) {
+          const int64_t i = l * z.points + p;
+          if (!make_stencil(loc[2 * i], loc[2 * i + 1], shapes[2 * l], shapes[2 * l + 1], s)) {
+            continue;
+          }
+          for (int c = 0; c < 4; ++c) {
+            if (s.row[c] >= 0) {
+              axpy(attn[i] * s.weight[c], level_value + s.row[c] * row_stride, acc.data(), z.channels);
+            }
+          }
+        }
+      }
+      std::copy(acc.begin(), acc.end(), output + qm * z.channels);
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_kernel(
+    const Sizes& z,
+    const scalar_t* value,
+    const int64_t* shapes,
+    const int64_t* starts,
+    const scalar_t* locations,
+    const scalar_t* weights,
+    const scalar_t* grad_output,
+    int64_t splits,
+    scalar_t* grad_value_copies,  // (splits, N, S, M, D), zero-initialised
+    scalar_t* grad_locations,
+    scalar_t* grad_weights) {
+  const int64_t row_stride = z.heads * z.channels;
+  const int64_t samples = z.levels * z.points;
+  const int64_t value_numel = z.batch * z.tokens * row_stride;
+  const int64_t pairs = z.batch * z.heads;
+  at::parallel_for(0, splits * pairs, 1, [&](int64_t begin, int64_t end) {
+    Stencil<scalar_t> s;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t split = task / pairs;
+      const int64_t m = task % z.heads;
+      const int64_t n = (task / z.heads) % z.batch;
+      const int64_t q_begin = split * z.queries / splits;
+      const int64_t q_end = (split + 1) * z.queries / splits;
+      scalar_t* grad_value = grad_value_copies + split * value_numel;
+      for (int64_t q = q_begin; q < q_end; ++q) {
+        const int64_t qm = (n * z.queries + q) * z.heads + m;
+        const scalar_t* loc = locations + qm * samples * 2;
+        const scalar_t* attn = weights + qm * samples;
+        const scalar_t* grad_out = grad_output + qm * z.channels;
+        scalar_t* grad_loc = grad_locations + qm * samples * 2;
+        scalar_t* grad_attn = grad_weights + qm * samples;
+        for (int64_t l = 0; l < z.levels; ++l) {
+          const int64_t height = shapes[2 * l];
+          const int64_t width = shapes[2 * l + 1];
+          const int64_t offset = (n * z.tokens + starts[l]) * row_stride + m * z.channels;
+          for (int64_t p = 0; p < z.points; ++p) {
+            const int64_t i = l * z.points + p;
+            if (!make_stencil(loc[2 * i], loc[2 * i + 1], height, width, s)) {
+              continue;  // the gradients stay zero
+            }
+            scalar_t dot[4] = {0, 0, 0, 0};  // <value row, grad_out> per corner
+            for (int c = 0; c < 4; ++c) {
+              if (s.row[c] >= 0) {
+                const int64_t row = offset + s.row[c] * row_stride;
+                dot[c] =
+                    dot_and_axpy(value + row, grad_out, attn[i] * s.weight[c], grad_value + row, z.channels);
+              }
+            }
+            grad_attn[i] = s.weight[0] * dot[0] + s.weight[1] * dot[1] + s.weight[2] * dot[2] +
+                s.weight[3] * dot[3];
+            // d(pixel x)/dx = W and d(pixel y)/dy = H
+            const scalar_t d_px = (scalar_t(1) - s.fy) * (dot[1] - dot[0]) + s.fy * (dot[3] - dot[2]);
+            const scalar_t d_py = (scalar_t(1) - s.fx) * (dot[2] - dot[0]) + s.fx * (dot[3] - dot[1]);
+            grad_loc[2 * i] = attn[i] * static_cast<scalar_t>(width) * d_px;
+            grad_loc[2 * i + 1] = attn[i] * static_cast<scalar_t>(height) * d_py;
+          }
+        }
+      }
+    }
+  });
+}
+
+void check_levels(const at::Tensor& spatial_shapes, const at::Tensor& level_start_index, int64_t tokens) {
+  const int64_t* shapes = spatial_shapes.data_ptr<int64_t>();
+  const int64_t* starts = level_start_index.data_ptr<int64_t>();
+  for (int64_t l = 0; l < spatial_shapes.size(0); ++l) {
+    TORCH_CHECK(
+        shapes[2 * l] >= 0 && shapes[2 * l + 1] >= 0 && starts[l] >= 0 &&
+            starts[l] + shapes[2 * l] * shapes[2 * l + 1] <= tokens,
+        "ms_deform_attn: level ",
+        l,
+        " of shape (",
+        shapes[2 * l],
+        ", ",
+        shapes[2 * l + 1],
+        ") starting at ",
+        starts[l],
+        " does not fit in value's S=",
+        tokens,
+        " tokens");
+  }
+}
+
+void check_dtype(const at::Tensor& value) {
+  TORCH_CHECK(
+      value.scalar_type() == at::kFloat || value.scalar_type() == at::kDouble,
+      "ms_deform_attn: the CPU kernel supports float32 and float64, found ",
+      value.scalar_type());
+}
+
+}  // namespace
+
+at::Tensor ms_deform_attn_cpu_forward(
+    const at::Tensor& value,
+    const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations,
+    const at::Tensor& attention_weights) {
+  check_dtype(value);
+  check_levels(spatial_shapes, level_start_index, value.size(1));
+  const Sizes z = get_sizes(value, sampling_locations);
+  auto output = at::empty({z.batch, z.queries, z.heads * z.channels}, value.options());
+  AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cpu_forward", [&] {
+    forward_kernel<scalar_t>(
+        z,
+        value.data_ptr<scalar_t>(),
+        spatial_shapes.data_ptr<int64_t>(),
+        level_start_index.data_ptr<int64_t>(),
+        sampling_locations.data_ptr<scalar_t>(),
+        attention_weights.data_ptr<scalar_t>(),
+        output.data_ptr<scalar_t>());
+  });
+  return output;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_cpu_backward(
+    const at::Tensor& value,
+    const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations,
+    const at::Tensor& attention_weights,
+    const at::Tensor& grad_output) {
+  check_dtype(value);
+  check_levels(spatial_shapes, level_start_index, value.size(1));
+  const Sizes z = get_sizes(value, sampling_locations);
+  // Enough query ranges to give every thread a task; each range beyond the first costs a copy of grad_value.
+  const int64_t pairs = z.batch * z.heads;
+  const int64_t threads = at::get_num_threads();
+  const int64_t splits =
+      std::max<int64_t>(1, std::min<int64_t>(z.queries, pairs >= threads ? 1 : (threads + pairs - 1) / pairs));
+  auto grad_value_copies = at::zeros({splits, z.batch, z.tokens, z.heads, z.channels}, value.options());
+  auto grad_locations = at::zeros_like(sampling_locations);
+  auto grad_weights = at::zeros_like(attention_weights);
+  AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cpu_backward", [&] {
+    backward_kernel<scalar_t>(
+        z,
+        value.data_ptr<scalar_t>(),
+        spatial_shapes.data_ptr<int64_t>(),
+        level_start_index.data_ptr<int64_t>(),
+        sampling_locations.data_ptr<scalar_t>(),
+        attention_weights.data_ptr<scalar_t>(),
+        grad_output.data_ptr<scalar_t>(),
+        splits,
+        grad_value_copies.data_ptr<scalar_t>(),
+        grad_locations.data_ptr<scalar_t>(),
+        grad_weights.data_ptr<scalar_t>());
+  });
+  auto grad_value = splits == 1 ? grad_value_copies[0] : grad_value_copies.sum(0);
+  return {grad_value, grad_locations, grad_weights};
+}
+
+}  // namespace mdqe
