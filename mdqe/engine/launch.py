@@ -1,0 +1,87 @@
+"""Process launcher: detectron2's `launch` on GPUs (NCCL), and a CPU path with the gloo backend.
+
+detectron2 v0.6's launch asserts CUDA in every worker, so multi-process training on CPU (used by the
+tests and by machines without GPUs) needs its own worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from detectron2.engine import launch as d2_launch
+from detectron2.engine.launch import _find_free_port
+from detectron2.utils import comm
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+
+def launch(
+    main_func: Callable,
+    num_processes_per_machine: int,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    dist_url: str | None = None,
+    args: tuple = (),
+    device: str = "cuda",
+    timeout: timedelta = DEFAULT_TIMEOUT,
+) -> None:
+    """Run `main_func(*args)` in `num_processes_per_machine` processes on each machine.
+
+    device "cuda": one process per GPU through detectron2's launch (NCCL). device "cpu": CPU processes
+    joined with the gloo backend; `dist_url` "auto" picks a free local port.
+    """
+    if device != "cpu":
+        d2_launch(main_func, num_processes_per_machine, num_machines, machine_rank, dist_url, args, timeout)
+        return
+    world_size = num_machines * num_processes_per_machine
+    if world_size == 1:
+        main_func(*args)
+        return
+    if dist_url is None or dist_url == "auto":
+        if num_machines != 1:
+            raise ValueError("--dist-url auto only works on one machine; give tcp://HOST:PORT")
+        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+    mp.spawn(
+        _cpu_worker,
+        nprocs=num_processes_per_machine,
+        args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout),
+        daemon=False,
+    )
+
+
+def _cpu_worker(
+    local_rank: int,
+    main_func: Callable,
+    world_size: int,
+    num_processes_per_machine: int,
+    machine_rank: int,
+    dist_url: str,
+    args: tuple,
+    timeout: timedelta,
+) -> None:
+    rank = machine_rank * num_processes_per_machine + local_rank
+    try:
+        dist.init_process_group(
+            "gloo", init_method=dist_url, world_size=world_size, rank=rank, timeout=timeout
+        )
+    except Exception:
+        logging.getLogger(__name__).error("Process group URL: %s", dist_url)
+        raise
+    if hasattr(comm, "create_local_process_group"):  # detectron2 > v0.6
+        comm.create_local_process_group(num_processes_per_machine)
+    else:
+        num_machines = world_size // num_processes_per_machine
+        for i in range(num_machines):
+            ranks = list(range(i * num_processes_per_machine, (i + 1) * num_processes_per_machine))
+            group = dist.new_group(ranks)
+            if i == machine_rank:
+                comm._LOCAL_PROCESS_GROUP = group
+    # Split the machine's cores between the workers instead of oversubscribing them.
+    torch.set_num_threads(max(1, torch.get_num_threads() // num_processes_per_machine))
+    comm.synchronize()
+    main_func(*args)

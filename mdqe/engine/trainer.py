@@ -1,0 +1,112 @@
+"""`Trainer`: detectron2's DefaultTrainer with MDQE's data, optimizer, evaluator and a CPU-capable DDP."""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections import OrderedDict
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, print_csv_format
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
+
+from .inference import inference_on_videos
+from .optimizer import build_optimizer
+
+logger = logging.getLogger(__name__)
+
+
+def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
+    """DistributedDataParallel when there are several processes; device_ids only for CUDA models."""
+    if comm.get_world_size() == 1:
+        return model
+    on_cuda = next(model.parameters()).is_cuda
+    device_ids = [comm.get_local_rank()] if on_cuda else None
+    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+
+
+class Trainer(DefaultTrainer):
+    """MDQE training: clip loaders with DATASET_RATIO, per-parameter AdamW, YouTube-VIS evaluation."""
+
+    def __init__(self, cfg: CfgNode):
+        # DefaultTrainer.__init__ wraps the model in a CUDA-only DDP; this is the same set-up with a
+        # DDP that also works for CPU processes (gloo).
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = wrap_ddp(model)
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """Load weights or resume; a resumed run continues the deterministic data stream at its iteration."""
+        super().resume_or_load(resume=resume)
+        if self.start_iter > 0:
+            loader = self.build_train_loader(self.cfg, start_iter=self.start_iter)
+            self._trainer.data_loader = loader
+            if hasattr(self._trainer, "_data_loader_iter_obj"):  # detectron2 > v0.6: created lazily
+                self._trainer._data_loader_iter_obj = None
+            else:
+                self._trainer._data_loader_iter = iter(loader)
+
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode, start_iter: int = 0):
+        from mdqe.data import build_train_loader
+
+        return build_train_loader(cfg, start_iter=start_iter)
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        from mdqe.data import build_test_loader
+
+        return build_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(
+        cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None
+    ) -> DatasetEvaluator:
+        from detectron2.data import MetadataCatalog
+
+        from mdqe.evaluation import YTVISEvaluator
+
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", "ytvis")
+        if evaluator_type == "coco":
+            # detectron2's fast COCO evaluation needs its compiled ops; the pycocotools one gives the same AP.
+            return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
+        return YTVISEvaluator(dataset_name, cfg, True, output_folder)
+
+    @classmethod
+    def test(cls, cfg: CfgNode, model: torch.nn.Module, evaluators=None) -> OrderedDict:
+        """Evaluate on every DATASETS.TEST entry; CUDA models run under autocast, as the original."""
+        results = OrderedDict()
+        for idx, dataset_name in enumerate(cfg.DATASETS.TEST):
+            data_loader = cls.build_test_loader(cfg, dataset_name)
+            evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, dataset_name)
+            device_type = next(model.parameters()).device.type
+            with torch.autocast(device_type, enabled=device_type == "cuda"):
+                results[dataset_name] = inference_on_videos(model, data_loader, evaluator)
+            if comm.is_main_process():
+                logger.info("Evaluation results for %s in csv format:", dataset_name)
+                print_csv_format(results[dataset_name])
+        return results[cfg.DATASETS.TEST[0]] if len(results) == 1 else results

@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""Train and evaluate MDQE (detectron2-style entry point).
+
+    python train_net.py --num-gpus 8 --config-file configs/R50_ovis_360.yaml
+    python train_net.py --config-file configs/R50_ovis_360.yaml --eval-only MODEL.WEIGHTS /path/ckpt.pth
+    python train_net.py --config-file configs/synthetic/mdqe_R18_synthetic.yaml   # CPU, synthetic data
+
+With `MODEL.DEVICE cpu`, --num-gpus N starts N CPU processes joined with the gloo backend.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+
+REQUIRED = {
+    "torch": "PyTorch",
+    "torchvision": "torchvision",
+    "detectron2": "detectron2",
+    "pycocotools": "pycocotools",
+    "cv2": "opencv-python-headless",
+    "scipy": "scipy",
+}
+
+
+def _require_dependencies() -> None:
+    missing = [name for module, name in REQUIRED.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        sys.exit(
+            f"error: missing Python packages: {', '.join(missing)}. Run `bash tools/install.sh` and use "
+            ".venv/bin/python (or follow INSTALL.md to install them into your own environment)."
+        )
+
+
+_require_dependencies()
+
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import CfgNode, get_cfg  # noqa: E402
+from detectron2.data import DatasetCatalog  # noqa: E402
+from detectron2.engine import default_argument_parser, default_setup  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
+
+from mdqe import add_mdqe_config  # noqa: E402
+from mdqe.engine import launch  # noqa: E402
+from mdqe.engine.trainer import Trainer  # noqa: E402
+
+logger = logging.getLogger("mdqe")
+
+REMOTE_PREFIXES = ("detectron2://", "http://", "https://", "manifold://", "s3://", "gs://")
+
+
+def load_config(config_file: str, opts: list[str]) -> CfgNode:
+    """The frozen config of a YAML file plus command-line overrides."""
+    cfg = get_cfg()
+    add_mdqe_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
+    cfg.freeze()
+    return cfg
+
+
+def check_run_inputs(cfg: CfgNode, eval_only: bool, resume: bool) -> None:
+    """Fail early, with one line saying what is missing, before any process or model is started."""
+    import torch
+
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("error: MODEL.DEVICE is 'cuda' but no CUDA device is available; add `MODEL.DEVICE cpu`.")
+    weights = cfg.MODEL.WEIGHTS
+    resuming = resume and os.path.exists(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+    if eval_only and not weights and not resuming:
+        sys.exit("error: --eval-only needs weights: pass MODEL.WEIGHTS /path/to/checkpoint.pth")
+    if weights and not weights.startswith(REMOTE_PREFIXES) and not os.path.isfile(weights) and not resuming:
+        sys.exit(
+            f"error: MODEL.WEIGHTS file not found: {weights}. Download the checkpoint (see the model zoo in "
+            "README.md) and pass its path, or `MODEL.WEIGHTS ''` to train from scratch."
+        )
+    names = list(cfg.DATASETS.TEST) + ([] if eval_only else list(cfg.DATASETS.TRAIN))
+    for name in names:
+        if name not in DatasetCatalog.list():
+            sys.exit(
+                f"error: dataset {name!r} is not registered; registered ones: {sorted(DatasetCatalog.list())}"
+            )
+        try:
+            DatasetCatalog.get(name)  # also generates the synthetic datasets once, before workers start
+        except FileNotFoundError as e:
+            sys.exit(f"error: {e}")
+
+
+def setup(args) -> CfgNode:
+    cfg = load_config(args.config_file, args.opts)
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args) -> dict | None:
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        return Trainer.test(cfg, model)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def cli(argv: list[str] | None = None) -> None:
+    args = default_argument_parser().parse_args(argv)
+    cfg = load_config(args.config_file, args.opts)
+    check_run_inputs(cfg, args.eval_only, args.resume)
+    device = "cpu" if cfg.MODEL.DEVICE == "cpu" else "cuda"
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+        device=device,
+    )
+    comm.synchronize()
+
+
+if __name__ == "__main__":
+    cli()
