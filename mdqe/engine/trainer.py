@@ -16,6 +16,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
+from ..checkpoint import inflate_checkpoint_file
 from .inference import inference_on_videos
 from .optimizer import build_optimizer
 
@@ -55,8 +56,33 @@ class Trainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     def resume_or_load(self, resume: bool = True) -> None:
-        """Load weights or resume; a resumed run continues the deterministic data stream at its iteration."""
-        super().resume_or_load(resume=resume)
+        """Load weights or resume; a resumed run continues the deterministic data stream at its iteration.
+
+        When starting from MODEL.WEIGHTS trained with another clip length (INPUT.PRETRAIN_FRAME_NUM !=
+        INPUT.SAMPLING_FRAME_NUM), the temporal attention weights are inflated first, as the original.
+        """
+        cfg = self.cfg
+        resuming = resume and self.checkpointer.has_checkpoint()
+        weights = cfg.MODEL.WEIGHTS
+        if (
+            not resuming
+            and weights.endswith(".pth")
+            and cfg.INPUT.PRETRAIN_FRAME_NUM != cfg.INPUT.SAMPLING_FRAME_NUM
+        ):
+            weights = os.path.join(cfg.OUTPUT_DIR, "inflated", os.path.basename(weights))
+            if comm.is_main_process():
+                weights = inflate_checkpoint_file(
+                    cfg.MODEL.WEIGHTS,
+                    cfg.INPUT.SAMPLING_FRAME_NUM,
+                    cfg.INPUT.PRETRAIN_FRAME_NUM,
+                    os.path.dirname(weights),
+                    n_heads=cfg.MODEL.MDQE.NHEADS,
+                    n_points=cfg.MODEL.MDQE.DEC_NUM_POINTS,
+                )
+            weights = comm.all_gather(weights)[0]
+        self.checkpointer.resume_or_load(weights, resume=resume)
+        if resuming:
+            self.start_iter = self.iter + 1
         if self.start_iter > 0:
             loader = self.build_train_loader(self.cfg, start_iter=self.start_iter)
             self._trainer.data_loader = loader
