@@ -5,8 +5,10 @@ original default. Keys the original defines but never uses keep their defaults s
 YAML and command line still merges, and say so in their comment.
 
 The original split this across `add_mdqe_config` and `add_swinl_config`, and its `train_net.py` called
-both for every config (ResNet ones included). Here one call does both, with the same end result, so a
-cfg built by `add_mdqe_config` alone matches the original's training and evaluation cfg.
+both for every config (ResNet ones included). Here one call does both, so a cfg built by
+`add_mdqe_config` alone matches the original's, with one exception: the original's add_swinl_config
+overwrote SOLVER.OPTIMIZER with "AdamW", a spelling its optimizer builder rejects (every original YAML
+sets "ADAMW" back); here the default stays "ADAMW".
 """
 
 from detectron2.config import CfgNode
