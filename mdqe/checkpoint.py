@@ -75,3 +75,42 @@ def inflate_checkpoint_file(
     os.replace(tmp, out_path)
     logger.info("Inflated %s from %d to %d frames: %s", path, num_pretrain_frames, num_frames, out_path)
     return out_path
+
+
+class IncompatibleCheckpointError(ValueError):
+    """The weights of a checkpoint do not fit the model built from the config."""
+
+
+def load_checkpoint_strict(model: torch.nn.Module, path: str) -> None:
+    """Load `path` into `model` through detectron2's checkpointer, refusing weights that do not fit.
+
+    Missing keys, unexpected keys and shape mismatches raise IncompatibleCheckpointError naming the file
+    and a few offending keys (detectron2 alone only logs them and leaves those weights random).
+    """
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    checkpointer = DetectionCheckpointer(model)
+    try:
+        checkpoint = checkpointer._load_file(path)
+    except Exception as e:
+        raise IncompatibleCheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    incompatible = checkpointer._load_model(checkpoint)
+    problems = []
+    if incompatible.incorrect_shapes:
+        shapes = ", ".join(f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in incompatible.incorrect_shapes[:3])
+        problems.append(
+            f"{len(incompatible.incorrect_shapes)} shape mismatches (checkpoint vs model: {shapes})"
+        )
+    if incompatible.missing_keys:
+        problems.append(
+            f"{len(incompatible.missing_keys)} missing keys (e.g. {incompatible.missing_keys[:3]})"
+        )
+    if incompatible.unexpected_keys:
+        keys = incompatible.unexpected_keys[:3]
+        problems.append(f"{len(incompatible.unexpected_keys)} unexpected keys (e.g. {keys})")
+    if problems:
+        raise IncompatibleCheckpointError(
+            f"the weights in {path} do not fit the model of this config: " + "; ".join(problems)
+        )

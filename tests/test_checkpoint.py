@@ -67,3 +67,25 @@ def test_inflated_checkpoint_file_is_written_in_output_dir(tmp_path):
     assert path.endswith("out/coco_f1_inflated_to_f4.pth")
     sd = torch.load(path)["model"]
     assert sd[PREFIX + "attention_weights.weight"].shape == (H * 4 * K, C)
+
+
+def test_strict_loading_accepts_fitting_weights_and_names_the_misfits(tmp_path):
+    import pytest
+
+    from mdqe.checkpoint import IncompatibleCheckpointError, load_checkpoint_strict
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    good = tmp_path / "good.pth"
+    torch.save({"model": {k: torch.ones_like(v) for k, v in model.state_dict().items()}}, good)
+    load_checkpoint_strict(model, str(good))
+    assert torch.equal(model[0].weight, torch.ones(3, 4))
+
+    other = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Linear(5, 2))
+    bad = tmp_path / "bad.pth"
+    torch.save({"model": other.state_dict()}, bad)
+    with pytest.raises(
+        IncompatibleCheckpointError, match=r"bad\.pth do not fit.*shape mismatches.*0\.weight"
+    ):
+        load_checkpoint_strict(model, str(bad))
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_checkpoint_strict(model, str(tmp_path / "missing.pth"))
