@@ -313,3 +313,20 @@ def test_swinl_forward_at_full_size():
         "stage4": (1, 768, 13, 19),
         "stage5": (1, 1536, 7, 10),
     }
+
+
+@pytest.mark.parametrize(
+    "device,dtype",
+    [("cpu", torch.bfloat16), pytest.param("cuda", torch.float16, marks=pytest.mark.gpu)],
+)
+def test_forward_under_autocast_stays_close_to_float32(device: str, dtype: torch.dtype):
+    torch.manual_seed(0)
+    backbone = _tiny().to(device).eval()
+    x = torch.randn(2, 3, 70, 45, device=device)
+    with torch.no_grad():
+        reference = backbone(x)
+        with torch.autocast(device, dtype=dtype):
+            mixed = backbone(x)
+    for name, ref in reference.items():
+        assert mixed[name].dtype == dtype
+        torch.testing.assert_close(mixed[name].float(), ref, rtol=0.0, atol=0.3)

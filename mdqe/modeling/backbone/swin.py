@@ -172,7 +172,7 @@ class WindowAttention(nn.Module):
         q, k, v = qkv.reshape(num_windows, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
 
         scale = torch.clamp(self.logit_scale, max=_MAX_LOGIT_SCALE).exp()
-        q = F.normalize(q, dim=-1) * scale
+        q = F.normalize(q, dim=-1) * scale.to(q.dtype)
         k = F.normalize(k, dim=-1)
         bias = self.relative_position_bias()
         if mask is None:
