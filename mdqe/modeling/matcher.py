@@ -50,9 +50,8 @@ def batch_mask_costs(pred_masks: torch.Tensor, tgt_masks: torch.Tensor) -> tuple
     """
     pred = pred_masks.flatten(1).float()
     tgt = tgt_masks.flatten(1).float()
-    pos = F.binary_cross_entropy_with_logits(pred, torch.ones_like(pred), reduction="none")
-    neg = F.binary_cross_entropy_with_logits(pred, torch.zeros_like(pred), reduction="none")
-    bce = (pos @ tgt.T + neg @ (1 - tgt).T) / pred.shape[1]
+    # sum BCE(x, 1) y + BCE(x, 0) (1 - y) = sum BCE(x, 0) - sum x y, since BCE(x, 0) - BCE(x, 1) = x.
+    bce = (F.softplus(pred).sum(-1)[:, None] - pred @ tgt.T) / pred.shape[1]
     prob = pred.sigmoid()
     dice = 1 - (2 * (prob @ tgt.T) + 1) / (prob.sum(-1)[:, None] + tgt.sum(-1)[None] + 1)
     return bce, dice

@@ -1,0 +1,567 @@
+"""Training losses of MDQE.
+
+Two groups of terms, all returned already weighted (38 entries with the default 7 decoder outputs):
+
+- query initialisation (once per batch): `loss_sem_cls_query_init`, a distance-weighted focal loss of the
+  stride-8 class map against `ClipPeakMatcher` targets on its most uncertain points, and the contrastive
+  terms `loss_reid_query_init` / `loss_reid_query_init_aux` on the track embeddings of the initial
+  queries;
+- per decoder output (last layer un-suffixed, then `_0` (warm-up) .. `_{L-2}`): `loss_cls` (sigmoid focal
+  over all queries), `loss_bbox` / `loss_giou` (matched per-frame boxes), `loss_mask` / `loss_dice` on
+  the full stride-4 masks against soft targets, in the inter-instance repulsion form by default.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from torch import nn
+
+from .box_ops import matched_boxlist_giou, video_box_iou
+from .matcher import ClipPeakMatcher, HungarianMatcher
+
+__all__ = [
+    "SetCriterion",
+    "dice_loss",
+    "get_uncertain_point_indices_on_grid",
+    "interinst_dice_loss",
+    "interinst_sigmoid_ce_loss",
+    "interinst_union_masks",
+    "query_grid_relpos",
+    "query_init_class_loss",
+    "query_instance_ids",
+    "sigmoid_ce_loss",
+    "sigmoid_focal_loss",
+    "weighted_sigmoid_focal_loss",
+]
+
+_AUX_SUFFIX = re.compile(r"_\d+$")
+
+
+# ----------------------------------------------------------------------------------------- mask losses
+def sigmoid_ce_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """Mean-over-pixels BCE, summed over masks / num_masks.
+
+    Args:
+        inputs: (N, ...) mask logits; targets: (N, ...) soft targets in [0, 1].
+    """
+    loss = F.binary_cross_entropy_with_logits(inputs.flatten(1), targets.flatten(1), reduction="none")
+    return loss.mean(dim=1).sum() / max(num_masks, 1)
+
+
+def dice_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """1 - (2 sum(p y) + 1) / (sum p + sum y + 1) per mask, summed / num_masks.
+
+    Args:
+        inputs: (N, ...) mask logits; targets: (N, ...) soft targets in [0, 1].
+    """
+    prob = inputs.float().sigmoid().flatten(1)
+    targets = targets.flatten(1).float()
+    loss = 1 - (2 * (prob * targets).sum(1) + 1) / (prob.sum(1) + targets.sum(1) + 1)
+    return loss.sum() / max(num_masks, 1)
+
+
+def interinst_sigmoid_ce_loss(
+    inputs: torch.Tensor, targets: torch.Tensor, union_masks: torch.Tensor, num_masks: float
+) -> torch.Tensor:
+    """BCE weighted 2 on the pixels of the target and of its nearby instances, 1 elsewhere.
+
+    Args:
+        inputs: (N, ...) mask logits; targets: (N, ...) soft targets.
+        union_masks: (N, ...) 0/1 union of the target's and its neighbours' masks (`interinst_union_masks`).
+
+    Returns:
+        sum over masks of (sum w * BCE / sum w), / num_masks.
+    """
+    weights = union_masks.flatten(1) + 1
+    loss = F.binary_cross_entropy_with_logits(inputs.flatten(1), targets.flatten(1), reduction="none")
+    loss = (loss * weights).sum(1) / weights.sum(1).clamp(min=1)
+    return loss.sum() / max(num_masks, 1)
+
+
+def interinst_dice_loss(
+    inputs: torch.Tensor, targets: torch.Tensor, union_masks: torch.Tensor, num_masks: float
+) -> torch.Tensor:
+    """Dice loss that also rewards background probability on nearby non-target instances.
+
+    With p = sigmoid(z), y the target and y_o = union & (y < 0.5) the neighbours' pixels:
+    1 - (2 sum(p y) + sum(sigmoid(-z) y_o) + 1) / (sum p + sum y + sum y_o + 1), summed / num_masks.
+
+    Args:
+        inputs: (N, ...) mask logits; targets: (N, ...) soft targets; union_masks: (N, ...) 0/1.
+    """
+    others = ((union_masks > 0.5) & ((1 - targets) > 0.5)).flatten(1).float()
+    logits = inputs.float().flatten(1)
+    fg, bg = logits.sigmoid(), (-logits).sigmoid()
+    targets = targets.flatten(1).float()
+    numerator = 2 * (fg * targets).sum(1) + (bg * others).sum(1)
+    denominator = fg.sum(1) + targets.sum(1) + others.sum(1)
+    loss = 1 - (numerator + 1) / (denominator + 1)
+    return loss.sum() / max(num_masks, 1)
+
+
+@torch.no_grad()
+def interinst_union_masks(
+    tgt_masks: torch.Tensor, tgt_boxes: torch.Tensor, clip_idx: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
+    """Union of the masks of each matched target and of the targets near it.
+
+    Two targets are near if they belong to the same clip and their boxes, widened to at least 0.05 in
+    width and height about the centre, have an IoU > `iou_threshold` in some frame. A target is always
+    near itself; duplicate matches of one GT are separate targets.
+
+    Args:
+        tgt_masks: (N, T, h, w) soft masks of the matched targets.
+        tgt_boxes: (N, T, 4) their xyxy normalised boxes (zeros where absent).
+        clip_idx: (N,) clip of each target.
+
+    Returns:
+        (N, T, h, w) float 0/1: union over near targets j of (mask_j > 0.5).
+    """
+    centre = 0.5 * (tgt_boxes[..., :2] + tgt_boxes[..., 2:])
+    half = 0.5 * (tgt_boxes[..., 2:] - tgt_boxes[..., :2]).clamp(min=0.05)
+    widened = torch.cat([centre - half, centre + half], dim=-1)
+    iou = video_box_iou(widened, widened)[0]  # (N, N, T)
+    near = (iou.amax(dim=-1) * (clip_idx[:, None] == clip_idx[None])) > iou_threshold  # (N, N)
+    binary = (tgt_masks > 0.5).flatten(1).float()
+    return ((near.float() @ binary) > 0).float().view_as(tgt_masks)
+
+
+# ------------------------------------------------------------------------------------ class losses
+def sigmoid_focal_loss(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    no_obj_weight: float = 0.1,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> torch.Tensor:
+    """Focal loss summed over classes, weighted-averaged over predictions.
+
+    Args:
+        inputs: (N, K) logits; targets: (N, K) one-hot (all zeros for unmatched predictions).
+        no_obj_weight: weight of predictions without any positive class (others weigh 1).
+
+    Returns:
+        sum_n w_n sum_k FL(n, k) / max(sum_n w_n, 1).
+    """
+    inputs = inputs.float()
+    prob = inputs.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+    loss = alpha_t * ce * (1 - p_t) ** gamma
+    is_obj = (targets > 0).any(dim=-1).float()
+    weight = is_obj + no_obj_weight * (targets == 0).all(dim=-1).float()
+    return (loss.sum(dim=-1) * weight).sum() / weight.sum().clamp(min=1)
+
+
+def weighted_sigmoid_focal_loss(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    dist_weight: torch.Tensor,
+    num_boxes: torch.Tensor,
+    alpha: float = 2.0,
+    gamma: float = 2.0,
+) -> torch.Tensor:
+    """Focal loss with a per-point closeness weight (query-initialisation class map).
+
+    Per point and class: BCE * p_t^alpha * g_t^gamma, with p_t = 1 - p on positives and p on negatives,
+    g_t = dist on positives and 1 - dist on negatives.
+
+    Args:
+        inputs: (R, P, K) logits; targets: (R, P, K) one-hot; dist_weight: (R, P, K) in [0, 1].
+        num_boxes: (R,) normaliser per map (number of positive points, >= 1).
+
+    Returns:
+        mean over R of (sum over points and classes / num_boxes).
+    """
+    inputs = inputs.float()
+    prob = inputs.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    p_t = (1 - prob) * targets + prob * (1 - targets)
+    g_t = dist_weight * targets + (1 - dist_weight) * (1 - targets)
+    loss = ce * p_t**alpha * g_t**gamma
+    return (loss.sum(dim=(-2, -1)) / num_boxes).mean()
+
+
+def get_uncertain_point_indices_on_grid(uncertainty_map: torch.Tensor, num_points: int) -> torch.Tensor:
+    """Indices of the most uncertain grid points (PointRend's `get_uncertain_point_coords_on_grid`).
+
+    Args:
+        uncertainty_map: (R, 1, H, W) uncertainty, higher = more uncertain.
+        num_points: points per map; capped at H*W.
+
+    Returns:
+        (R, min(num_points, H*W)) int64 flat indices into H*W, most uncertain first.
+    """
+    num_maps, _, height, width = uncertainty_map.shape
+    num_points = min(height * width, num_points)
+    return uncertainty_map.view(num_maps, height * width).topk(num_points, dim=1).indices
+
+
+def query_init_class_loss(
+    logits: torch.Tensor, labels: torch.Tensor, dist: torch.Tensor, num_points: int = 12544
+) -> torch.Tensor:
+    """Distance-weighted focal loss of the query-initialisation class map on its most uncertain points.
+
+    Uncertainty per point: sum_k [K (1 - p_k) y_k + p_k (1 - y_k)].
+
+    Args:
+        logits: (B, T, H, W, K) class logits on the stride-8 level.
+        labels: (B, T, H*W) int64 target class per pixel, -1 for background (`ClipPeakMatcher`).
+        dist: (B, T, H*W, K) closeness weight per pixel at its class.
+        num_points: uncertain points per frame (12544 in MDQE; all points when H*W is smaller).
+    """
+    batch, frames, height, width, num_classes = logits.shape
+    logits = logits.reshape(batch * frames, height * width, num_classes)
+    labels = labels.reshape(batch * frames, height * width)
+    dist = dist.reshape(batch * frames, height * width, num_classes)
+    one_hot = F.one_hot(labels.clamp(min=0), num_classes).to(logits.dtype) * (labels >= 0)[..., None]
+
+    if num_points < height * width:
+        with torch.no_grad():
+            prob = logits.float().sigmoid()
+            uncertainty = (num_classes * (1 - prob) * one_hot + prob * (1 - one_hot)).sum(dim=-1)
+            point_idx = get_uncertain_point_indices_on_grid(
+                uncertainty.view(-1, 1, height, width), num_points
+            )[..., None]  # (BT, P', 1)
+        logits = logits.gather(1, point_idx.expand(-1, -1, num_classes))
+        one_hot = one_hot.gather(1, point_idx.expand(-1, -1, num_classes))
+        dist = dist.gather(1, point_idx.expand(-1, -1, num_classes))
+
+    num_boxes = one_hot.any(dim=-1).sum(dim=1).clamp(min=1)
+    return weighted_sigmoid_focal_loss(logits, one_hot, dist, num_boxes)
+
+
+# ------------------------------------------------------------------------------ query initialisation
+def query_grid_relpos(num_queries: int) -> torch.Tensor:
+    """Cell offsets between the queries of the sqrt(Q) x sqrt(Q) grid (row-major).
+
+    Returns:
+        (Q, Q, 2) int64 |(col_i, row_i) - (col_j, row_j)|.
+    """
+    bins = int(math.sqrt(num_queries))
+    rows, cols = torch.meshgrid(torch.arange(bins), torch.arange(bins), indexing="ij")
+    cells = torch.stack([cols, rows], dim=-1).view(-1, 2)
+    return (cells[:, None] - cells[None]).abs()
+
+
+@torch.no_grad()
+def query_instance_ids(
+    pixel_ids: torch.Tensor, grid_hw: tuple[int, int], coords: torch.Tensor
+) -> torch.Tensor:
+    """GT instance id at each initial query's point (nearest pixel, border padding).
+
+    Args:
+        pixel_ids: (B, T, H*W) int64 id per grid pixel (`ClipPeakMatcher`), -1 for background.
+        grid_hw: (H, W).
+        coords: (B, T, Q, 2) normalised (x, y) of the selected query points.
+
+    Returns:
+        (B, T, Q) int64.
+    """
+    batch, frames, num_queries, _ = coords.shape
+    height, width = grid_hw
+    # Sample the pixel index rather than the id itself, so that any int64 id survives the float map.
+    index_map = torch.arange(height * width, device=coords.device, dtype=torch.float32)
+    index_map = index_map.view(1, 1, height, width).expand(batch * frames, 1, height, width)
+    grid = 2 * coords.reshape(batch * frames, 1, num_queries, 2).float() - 1
+    picked = F.grid_sample(index_map, grid, mode="nearest", padding_mode="border", align_corners=False)
+    picked = picked.view(batch, frames, num_queries).long()
+    return pixel_ids.gather(2, picked)
+
+
+class SetCriterion(nn.Module):
+    """All training losses of MDQE (see the module docstring)."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        matcher: HungarianMatcher,
+        weight_dict: dict[str, float],
+        eos_coef: float,
+        num_queries: int,
+        num_layers: int | None = None,
+        deep_supervision: bool = True,
+        window_inter_frame_asso: int = 5,
+        interinst_mask_loss_enabled: bool = True,
+        interinst_mask_threshold: float = 0.1,
+        mask_on: bool = True,
+        num_points: int = 12544,
+        default_weight: float = 0.5,
+        deterministic_sampling: bool = False,
+    ):
+        """
+        Args:
+            num_classes: K.
+            matcher: assigns queries to GT tracks per decoder output.
+            weight_dict: weight per loss name; layer-suffixed names (`loss_cls_0`) use their base name's.
+            eos_coef: focal-loss weight of unmatched queries (MODEL.MDQE.NO_OBJECT_WEIGHT).
+            num_queries: Q, a perfect square (the query grid).
+            num_layers: expected number of decoder outputs, DEC_LAYERS + 1 (None: not checked).
+            deep_supervision: also supervise every earlier decoder output.
+            window_inter_frame_asso: grid window w of the contrastive candidates.
+            interinst_mask_loss_enabled: use the inter-instance repulsion mask losses.
+            interinst_mask_threshold: box IoU above which instances count as near.
+            mask_on: query-init positives from masks (else from box-centre distance).
+            num_points: uncertain points per frame of the query-init class loss.
+            default_weight: weight of losses not in `weight_dict` (the contrastive terms).
+            deterministic_sampling: draw the contrastive samples in order (arange) instead of
+                `torch.randperm`, for reproducible tests.
+        """
+        super().__init__()
+        if int(math.sqrt(num_queries)) ** 2 != num_queries:
+            raise ValueError(f"SetCriterion: num_queries must be a perfect square, got {num_queries}")
+        self.num_classes = num_classes
+        self.matcher = matcher
+        self.clip_peak_matcher = ClipPeakMatcher(num_classes, mask_on=mask_on)
+        self.weight_dict = dict(weight_dict)
+        self.eos_coef = eos_coef
+        self.num_queries = num_queries
+        self.num_layers = num_layers
+        self.deep_supervision = deep_supervision
+        self.window_inter_frame_asso = window_inter_frame_asso
+        self.interinst_mask_loss_enabled = interinst_mask_loss_enabled
+        self.interinst_mask_threshold = interinst_mask_threshold
+        self.num_points = num_points
+        self.default_weight = default_weight
+        self.deterministic_sampling = deterministic_sampling
+        self.register_buffer("query_relpos_grid", query_grid_relpos(num_queries))
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        mdqe = cfg.MODEL.MDQE
+        return {
+            "num_classes": mdqe.NUM_CLASSES,
+            "matcher": HungarianMatcher(cost_class=1.0, cost_box=mdqe.BOX_WEIGHT, cost_dice=mdqe.DICE_WEIGHT),
+            "weight_dict": {
+                "loss_sem_cls_query_init": 2.0,
+                "loss_cls": 2.0,
+                "loss_bbox": mdqe.BOX_WEIGHT,
+                "loss_giou": mdqe.BOX_WEIGHT,
+                "loss_mask": mdqe.MASK_WEIGHT,
+                "loss_dice": mdqe.DICE_WEIGHT,
+            },
+            "eos_coef": mdqe.NO_OBJECT_WEIGHT,
+            "num_queries": int(math.sqrt(mdqe.NUM_OBJECT_QUERIES)) ** 2,
+            "num_layers": mdqe.DEC_LAYERS + 1,
+            "deep_supervision": mdqe.DEEP_SUPERVISION,
+            "window_inter_frame_asso": mdqe.WINDOW_INTER_FRAME_ASSOCIATION,
+            "interinst_mask_loss_enabled": mdqe.INTERINST_MASK_LOSS_ENABLED,
+            "interinst_mask_threshold": mdqe.INTERINST_MASK_THRESHOLD,
+            "mask_on": cfg.MODEL.MASK_ON,
+        }
+
+    # ---------------------------------------------------------------------------------------- forward
+    def forward(
+        self, outputs: dict[str, torch.Tensor], targets: list[dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
+        """
+        Args:
+            outputs: the model's training outputs (float32):
+                pred_logits (L, B, Q, K), pred_boxes (L, B, Q, T, 4) xyxy in [0, 1],
+                pred_mask_coeff (L, B, Q, M), mask_feats (B, M, T, h, w),
+                rpn_sem_cls (B, T, H0, W0, K), query_init_embed (B, T, Q, E),
+                query_init_coords (B, T, Q, 2) (x, y) in [0, 1]; index L-1 is the last decoder layer.
+            targets: B `prepare_targets` dicts, match_masks of size (h, w).
+
+        Returns:
+            weighted losses: loss_sem_cls_query_init, loss_reid_query_init, loss_reid_query_init_aux,
+            loss_{cls,bbox,giou,mask,dice} of the last layer, then the same with suffix _0 .. _{L-2}.
+        """
+        num_layers = outputs["pred_logits"].shape[0]
+        if self.num_layers is not None and num_layers != self.num_layers:
+            raise ValueError(
+                f"SetCriterion: got {num_layers} decoder outputs, expected {self.num_layers} "
+                "(MODEL.MDQE.DEC_LAYERS + 1)"
+            )
+        losses = self.query_init_losses(outputs, targets)
+        layers = [num_layers - 1] + (list(range(num_layers - 1)) if self.deep_supervision else [])
+        for layer in layers:
+            layer_losses = self.layer_losses(
+                outputs["pred_logits"][layer],
+                outputs["pred_boxes"][layer],
+                outputs["pred_mask_coeff"][layer],
+                outputs["mask_feats"],
+                targets,
+            )
+            suffix = "" if layer == num_layers - 1 else f"_{layer}"
+            losses.update({k + suffix: v for k, v in layer_losses.items()})
+        return {k: v * self._weight(k) for k, v in losses.items()}
+
+    def _weight(self, key: str) -> float:
+        if key in self.weight_dict:
+            return self.weight_dict[key]
+        return self.weight_dict.get(_AUX_SUFFIX.sub("", key), self.default_weight)
+
+    # ---------------------------------------------------------------------------- query initialisation
+    def query_init_losses(
+        self, outputs: dict[str, torch.Tensor], targets: list[dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
+        """Unweighted loss_sem_cls_query_init, loss_reid_query_init and loss_reid_query_init_aux."""
+        rpn_logits = outputs["rpn_sem_cls"]
+        grid_hw = tuple(rpn_logits.shape[2:4])
+        labels, dist, pixel_ids = self.clip_peak_matcher(targets, grid_hw)
+        query_ids = query_instance_ids(pixel_ids, grid_hw, outputs["query_init_coords"])
+        reid, reid_aux = self.reid_losses(outputs["query_init_embed"], query_ids)
+        return {
+            "loss_sem_cls_query_init": query_init_class_loss(rpn_logits, labels, dist, self.num_points),
+            "loss_reid_query_init": reid,
+            "loss_reid_query_init_aux": reid_aux,
+        }
+
+    def _sample_order(self, n: int, device: torch.device) -> torch.Tensor:
+        # The original draws on the default (CPU) generator; doing the same keeps seeded runs identical.
+        order = torch.arange(n) if self.deterministic_sampling else torch.randperm(n)
+        return order.to(device)
+
+    def reid_losses(self, embeds: torch.Tensor, query_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Contrastive losses on the track embeddings of the initial queries.
+
+        For each clip and each GT id hit by some query, the anchor is its first query in frame-major order.
+        Candidates: in frame t, queries whose grid cell lies within w' (|t - t_anchor| + 1) cells of the
+        anchor's cell in both axes, w' = max(window, 2) (all T*Q queries if every candidate shares the
+        anchor's id). Up to 50 T negatives (other ids or background) and max(n_neg // 5, 2) positives (same
+        id, anchor included) are drawn at random. With s = <anchor, e>:
+        reid = mean_pos log(1 + min(sum_neg exp(s_neg - s_pos), 1e3));
+        aux = mean over drawn samples of (cos(anchor, e) - [same id])^2. Both are averaged over anchors.
+
+        Args:
+            embeds: (B, T, Q, E) track embeddings (before the inter-frame association).
+            query_ids: (B, T, Q) int64 GT id per query, -1 for background.
+
+        Returns:
+            reid, aux: scalar tensors (0 when no query hits a GT).
+        """
+        with torch.autocast(device_type=embeds.device.type, enabled=False):
+            embeds = embeds.float()
+            _, frames, num_queries, _ = embeds.shape
+            device = embeds.device
+            window = max(self.window_inter_frame_asso, 2)
+            frame_range = torch.arange(frames, device=device)
+            ctt_terms, aux_terms = [], []
+            for clip_embeds, clip_ids in zip(embeds, query_ids):
+                ids = clip_ids.flatten()  # (T*Q,)
+                clip_embeds = clip_embeds.reshape(frames * num_queries, -1)
+                unique_ids = ids[ids >= 0].unique()
+                anchors = (ids[None] == unique_ids[:, None]).to(torch.uint8).argmax(dim=1)
+                # Sequential over anchors: each draws from the random generator in turn.
+                for anchor, inst_id in zip(anchors.tolist(), unique_ids.tolist()):
+                    anchor_frame, anchor_query = divmod(anchor, num_queries)
+                    radius = window * ((frame_range - anchor_frame).abs() + 1)  # (T,)
+                    relpos = self.query_relpos_grid[:, anchor_query]  # (Q, 2)
+                    candidate = (relpos[None] <= radius[:, None, None]).all(dim=-1).flatten()  # (T*Q,)
+                    same = ids == inst_id
+                    if not (candidate & ~same).any():
+                        candidate = torch.ones_like(candidate)
+                    pos_embeds = clip_embeds[candidate & same]
+                    neg_embeds = clip_embeds[candidate & ~same]
+                    num_neg = min(len(neg_embeds), 50 * frames)
+                    num_pos = max(num_neg // 5, 2)
+                    pos_embeds = pos_embeds[self._sample_order(len(pos_embeds), device)[:num_pos]]
+                    neg_embeds = neg_embeds[self._sample_order(len(neg_embeds), device)[:num_neg]]
+
+                    anchor_embed = clip_embeds[anchor]
+                    pos_sim = pos_embeds @ anchor_embed
+                    neg_sim = neg_embeds @ anchor_embed
+                    neg_over_pos = (neg_sim[:, None] - pos_sim[None]).exp().sum(dim=0).clamp(max=1e3)
+                    ctt_terms.append(torch.log(1 + neg_over_pos).mean())
+
+                    samples = torch.cat([pos_embeds, neg_embeds])
+                    is_pos = torch.cat(
+                        [pos_sim.new_ones(len(pos_embeds)), neg_sim.new_zeros(len(neg_embeds))]
+                    )
+                    cosine = F.normalize(samples, dim=-1) @ F.normalize(anchor_embed, dim=-1)
+                    # This order does not change the mean; it is drawn to consume the generator exactly as
+                    # the original does, so seeded runs reproduce its samples.
+                    order = self._sample_order(len(samples), device)
+                    aux_terms.append(((cosine[order] - is_pos[order]) ** 2).mean())
+
+            if not ctt_terms:
+                # Zero that stays attached to the graph, so every parameter still gets a gradient.
+                zero = embeds.sum() * 0.0
+                return zero, zero
+            return torch.stack(ctt_terms).mean(), torch.stack(aux_terms).mean()
+
+    # ------------------------------------------------------------------------------------- per layer
+    def _num_masks(self, indices: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> float:
+        num_masks = torch.as_tensor([float(sum(len(q) for q, _ in indices))], device=device)
+        world_size = 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(num_masks)
+            world_size = torch.distributed.get_world_size()
+        return torch.clamp(num_masks / world_size, min=1).item()
+
+    def layer_losses(
+        self,
+        pred_logits: torch.Tensor,
+        pred_boxes: torch.Tensor,
+        mask_coeff: torch.Tensor,
+        mask_feats: torch.Tensor,
+        targets: list[dict[str, torch.Tensor]],
+    ) -> dict[str, torch.Tensor]:
+        """Unweighted loss_cls, loss_bbox, loss_giou, loss_mask, loss_dice of one decoder output.
+
+        Args:
+            pred_logits: (B, Q, K); pred_boxes: (B, Q, T, 4) xyxy; mask_coeff: (B, Q, M);
+            mask_feats: (B, M, T, h, w); targets: B `prepare_targets` dicts.
+        """
+        if targets and targets[0]["match_masks"].shape[-2:] != mask_feats.shape[-2:]:
+            target_hw = tuple(targets[0]["match_masks"].shape[-2:])
+            raise ValueError(
+                f"SetCriterion: target match_masks are {target_hw} but mask features are"
+                f"  {tuple(mask_feats.shape[-2:])}; MODEL.MDQE.MATCH_STRIDE must equal the mask "
+                "feature stride (4)"
+            )
+        with torch.no_grad():
+            all_masks = torch.einsum("bqm,bmthw->bqthw", mask_coeff, mask_feats)
+            indices = self.matcher(pred_logits.detach(), pred_boxes.detach(), all_masks, targets)
+            del all_masks
+        num_masks = self._num_masks(indices, pred_logits.device)
+
+        clip_idx = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(indices)])
+        query_idx = torch.cat([q for q, _ in indices])
+        tgt_labels = torch.cat([t["labels"][g] for t, (_, g) in zip(targets, indices)])
+        tgt_boxes = torch.cat([t["boxes"][g] for t, (_, g) in zip(targets, indices)]).to(pred_boxes)
+        tgt_masks = torch.cat([t["match_masks"][g] for t, (_, g) in zip(targets, indices)]).to(mask_feats)
+
+        # Class: focal loss over every query, matched queries with a one-hot target.
+        tgt_classes = torch.zeros_like(pred_logits)
+        tgt_classes[clip_idx, query_idx, tgt_labels] = 1.0
+        loss_cls = sigmoid_focal_loss(pred_logits.flatten(0, 1), tgt_classes.flatten(0, 1), self.eos_coef)
+
+        # Boxes: matched pairs, frames where the GT box is not empty.
+        num_frames = tgt_boxes.shape[1]
+        valid = ((tgt_boxes[..., 2:] - tgt_boxes[..., :2]) > 0).all(dim=-1).flatten()
+        src_boxes = pred_boxes[clip_idx, query_idx].flatten(0, 1)[valid]
+        gt_boxes = tgt_boxes.flatten(0, 1)[valid]
+        loss_bbox = F.l1_loss(src_boxes, gt_boxes, reduction="sum") / (num_frames * num_masks)
+        loss_giou = (1 - matched_boxlist_giou(src_boxes, gt_boxes)).sum() / (num_frames * num_masks)
+
+        # Masks: full stride-4 masks of the matched queries only.
+        src_masks = torch.cat(
+            [
+                torch.einsum("nm,mthw->nthw", mask_coeff[b, q], mask_feats[b])
+                for b, (q, _) in enumerate(indices)
+            ]
+        )
+        if self.interinst_mask_loss_enabled:
+            union = interinst_union_masks(tgt_masks, tgt_boxes, clip_idx, self.interinst_mask_threshold)
+            loss_mask = interinst_sigmoid_ce_loss(src_masks, tgt_masks, union, num_masks)
+            loss_dice = interinst_dice_loss(src_masks, tgt_masks, union, num_masks)
+        else:
+            loss_mask = sigmoid_ce_loss(src_masks, tgt_masks, num_masks)
+            loss_dice = dice_loss(src_masks, tgt_masks, num_masks)
+        return {
+            "loss_cls": loss_cls,
+            "loss_bbox": loss_bbox,
+            "loss_giou": loss_giou,
+            "loss_mask": loss_mask,
+            "loss_dice": loss_dice,
+        }
