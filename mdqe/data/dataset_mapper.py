@@ -1,0 +1,291 @@
+"""Dataset mappers: a video dict -> a training clip or a whole test video; a COCO image -> a pseudo-clip.
+
+Output of a training call (what `MDQE.forward` consumes), for a clip of T frames:
+    "image":      list of T uint8 tensors (3, H_t, W_t) in INPUT.FORMAT channel order;
+    "instances":  list of T `Instances` with the same N rows in every frame, one per instance of the clip:
+                  gt_ids (N,) int64 annotation id, or -1 where the instance is absent or empty in that frame;
+                  gt_classes (N,) int64 contiguous class (-1 where absent or without a target class);
+                  gt_boxes `Boxes` (N, 4) XYXY absolute; gt_masks `BitMasks` (N, H_t, W_t);
+    "file_names": the T frame paths; "frame_idx": the T frame indices; "video_len": frames in the video;
+    "height", "width": original frame size; "video_id", "length" (videos) or "image_id" (COCO).
+Test calls return every frame (videos) or T copies (COCO) and an empty "instances" list.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from detectron2.config import CfgNode, configurable
+from detectron2.data import MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.structures import BitMasks, BoxMode, Instances
+
+from .augmentation import apply_clip_augmentations, build_augmentation, build_pseudo_augmentation
+from .datasets.categories import COCO_TO_OVIS, COCO_TO_YTVIS_2019, COCO_TO_YTVIS_2021
+from .frames import read_frame
+
+__all__ = [
+    "CocoClipDatasetMapper",
+    "YTVISDatasetMapper",
+    "filter_empty_instances",
+    "is_image_dataset",
+    "sample_clip_frames",
+    "source_to_target_classes",
+]
+
+logger = logging.getLogger(__name__)
+
+# COCO -> video class maps, by target dataset name prefix
+_COCO_TO_TARGET = {
+    "ytvis_2019": COCO_TO_YTVIS_2019,
+    "ytvis_2021": COCO_TO_YTVIS_2021,
+    "ytvis_ovis": COCO_TO_OVIS,
+}
+
+
+def is_image_dataset(dataset_name: str) -> bool:
+    """COCO-format image datasets (names "coco*", or registered with evaluator_type "coco") become
+    pseudo-clips; everything else is a video dataset."""
+    return (
+        dataset_name.startswith("coco") or MetadataCatalog.get(dataset_name).get("evaluator_type") == "coco"
+    )
+
+
+def source_to_target_classes(src_dataset_name: str, tgt_dataset_name: str) -> dict[int, int] | None:
+    """Contiguous class of `src_dataset_name` -> contiguous class of `tgt_dataset_name`, or None when
+    they share one category table. Classes missing from the map have no target class."""
+    src_meta, tgt_meta = MetadataCatalog.get(src_dataset_name), MetadataCatalog.get(tgt_dataset_name)
+    if src_meta.get("thing_classes") == tgt_meta.get("thing_classes"):
+        return None
+    table = next((m for prefix, m in _COCO_TO_TARGET.items() if tgt_dataset_name.startswith(prefix)), None)
+    if table is None or not is_image_dataset(src_dataset_name):
+        raise ValueError(
+            f"no category map from '{src_dataset_name}' to the target dataset '{tgt_dataset_name}' "
+            f"(DATASETS.TRAIN[-1]); known: COCO -> {sorted(_COCO_TO_TARGET)}*, or datasets sharing categories"
+        )
+    src_ids, tgt_ids = src_meta.thing_dataset_id_to_contiguous_id, tgt_meta.thing_dataset_id_to_contiguous_id
+    return {src_ids[s]: tgt_ids[t] for s, t in table.items()}
+
+
+def sample_clip_frames(
+    video_length: int, num_frames: int, frame_range: int, shuffle: bool = False
+) -> list[int]:
+    """The original's training sampling: a reference frame uniform in [0, L), and `num_frames - 1` others
+    drawn with replacement from the frames within `frame_range` of it (the reference excluded), sorted.
+    A single-frame video repeats its frame."""
+    ref = random.randrange(video_length)
+    lo, hi = max(0, ref - frame_range), min(video_length, ref + frame_range + 1)
+    candidates = [i for i in range(lo, hi) if i != ref] or [ref]
+    selected = sorted([*np.random.choice(candidates, num_frames - 1).tolist(), ref])
+    if shuffle:
+        random.shuffle(selected)
+    return selected
+
+
+def filter_empty_instances(instances: Instances, box_threshold: float = 1e-5) -> Instances:
+    """Mark rows with an empty box, an empty mask or no class as absent (gt_ids = -1), in place."""
+    keep = instances.gt_boxes.nonempty(threshold=box_threshold) & (instances.gt_classes != -1)
+    keep &= instances.gt_masks.nonempty()
+    instances.gt_ids[~keep] = -1
+    return instances
+
+
+def _frame_instances(
+    objs: list[dict],
+    slots: Sequence[int],
+    tfms: T.TransformList,
+    image_shape: tuple[int, int],
+    src2tgt: dict[int, int] | None,
+) -> Instances:
+    """Instances of one augmented frame with one row per slot (annotation id); objs absent from the frame
+    get an empty row."""
+    row_of = {obj_id: i for i, obj_id in enumerate(slots)}
+    empty = {"bbox": np.zeros(4), "bbox_mode": BoxMode.XYXY_ABS, "category_id": -1,
+             "segmentation": np.zeros(image_shape, np.uint8)}  # fmt: skip
+    rows = [empty] * len(slots)
+    for obj in objs:
+        # shallow copy: the transform replaces (never mutates) bbox and segmentation
+        rows[row_of[obj["id"]]] = utils.transform_instance_annotations(dict(obj), tfms, image_shape)
+    instances = utils.annotations_to_instances(rows, image_shape, mask_format="bitmask")
+    if not instances.has("gt_masks"):
+        instances.gt_masks = BitMasks(torch.zeros((0, *image_shape), dtype=torch.bool))
+    if src2tgt is not None:
+        instances.gt_classes = torch.tensor([src2tgt.get(c, -1) for c in instances.gt_classes.tolist()],
+                                            dtype=torch.int64)  # fmt: skip
+    present = {obj["id"] for obj in objs}
+    instances.gt_ids = torch.tensor([i if i in present else -1 for i in slots], dtype=torch.int64)
+    return filter_empty_instances(instances)
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+class YTVISDatasetMapper:
+    """Video dict (from `load_ytvis_json`) -> a training clip of `sampling_frame_num` frames, or (test)
+    all frames of the video. See the module docstring for the output."""
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool,
+        is_tgt: bool = True,
+        *,
+        augmentations: list[T.Augmentation],
+        image_format: str,
+        sampling_frame_num: int = 2,
+        sampling_frame_range: int = 10,
+        sampling_frame_shuffle: bool = False,
+        src2tgt: dict[int, int] | None = None,
+    ):
+        """
+        Args:
+            is_train: sample a clip and build instances (else: all frames, no annotations).
+            is_tgt: whether this dataset is the target (last) training dataset; if not, classes go through
+                `src2tgt`.
+            augmentations: applied clip-wise (see `apply_clip_augmentations`).
+            image_format: "RGB" or "BGR".
+            sampling_frame_num, sampling_frame_range, sampling_frame_shuffle: see `sample_clip_frames`.
+            src2tgt: contiguous source class -> contiguous target class (None: identity).
+        """
+        self.is_train = is_train
+        self.is_tgt = is_tgt
+        self.augmentations = list(augmentations)
+        self.image_format = image_format
+        self.sampling_frame_num = sampling_frame_num
+        self.sampling_frame_range = sampling_frame_range
+        self.sampling_frame_shuffle = sampling_frame_shuffle
+        self.src2tgt = src2tgt
+        mode = "training" if is_train else "inference"
+        logger.info(f"[YTVISDatasetMapper] Augmentations used in {mode}: {self.augmentations}")
+
+    @classmethod
+    def from_config(
+        cls, cfg: CfgNode, is_train: bool = True, is_tgt: bool = True, src_dataset_name: str = ""
+    ) -> dict:
+        src2tgt = None
+        if is_train and not is_tgt:
+            src2tgt = source_to_target_classes(src_dataset_name, cfg.DATASETS.TRAIN[-1])
+        return {
+            "is_train": is_train,
+            "is_tgt": is_tgt,
+            "augmentations": build_augmentation(cfg, is_train),
+            "image_format": cfg.INPUT.FORMAT,
+            "sampling_frame_num": cfg.INPUT.SAMPLING_FRAME_NUM,
+            "sampling_frame_range": cfg.INPUT.SAMPLING_FRAME_RANGE,
+            "sampling_frame_shuffle": cfg.INPUT.SAMPLING_FRAME_SHUFFLE,
+            "src2tgt": src2tgt,
+        }
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        length = dataset_dict["length"]
+        if self.is_train:
+            selected = sample_clip_frames(
+                length, self.sampling_frame_num, self.sampling_frame_range, self.sampling_frame_shuffle
+            )
+        else:
+            selected = list(range(length))
+        file_names = dataset_dict["file_names"]
+        video_annos = dataset_dict.get("annotations")
+        out = {k: v for k, v in dataset_dict.items() if k not in ("annotations", "file_names")}
+        out.update(video_len=length, frame_idx=selected, file_names=[file_names[i] for i in selected])
+
+        size = (dataset_dict["height"], dataset_dict["width"])
+        frames = [
+            read_frame(file_names[i], self.image_format, video_id=dataset_dict.get("video_id"), frame_idx=i,
+                       expected_size=size)
+            for i in selected
+        ]  # fmt: skip
+        frames, tfms = apply_clip_augmentations(self.augmentations, frames)
+        out["image"] = [_to_tensor(f) for f in frames]
+        out["instances"] = []
+        if not self.is_train or video_annos is None:
+            return out
+
+        frame_objs = [[obj for obj in video_annos[i] if not obj.get("iscrowd", 0)] for i in selected]
+        slots = list(dict.fromkeys(obj["id"] for objs in frame_objs for obj in objs))
+        out["instances"] = [
+            _frame_instances(objs, slots, t, f.shape[:2], self.src2tgt)
+            for objs, t, f in zip(frame_objs, tfms, frames)
+        ]
+        return out
+
+
+class CocoClipDatasetMapper:
+    """COCO image dict -> a pseudo-clip: `sampling_frame_num` differently augmented copies of the image
+    (a moving crop and a smooth rotation when configured), instances numbered 0..n-1 in every frame."""
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool,
+        is_tgt: bool = True,
+        *,
+        augmentations: list[T.Augmentation],
+        image_format: str,
+        sampling_frame_num: int = 2,
+        sampling_frame_range: int = 5,
+        src2tgt: dict[int, int] | None = None,
+    ):
+        """Arguments as `YTVISDatasetMapper`; `sampling_frame_range` only shapes the `frame_idx` metadata
+        of the pseudo video (a random length in [16, 48], as the original)."""
+        self.is_train = is_train
+        self.is_tgt = is_tgt
+        self.augmentations = list(augmentations)
+        self.image_format = image_format
+        self.sampling_frame_num = sampling_frame_num
+        self.sampling_frame_range = sampling_frame_range
+        self.src2tgt = src2tgt
+        mode = "training" if is_train else "inference"
+        logger.info(f"[CocoClipDatasetMapper] Augmentations used in {mode}: {self.augmentations}")
+
+    @classmethod
+    def from_config(
+        cls, cfg: CfgNode, is_train: bool = True, is_tgt: bool = True, src_dataset_name: str = ""
+    ) -> dict:
+        src2tgt = None
+        if is_train and not is_tgt:
+            src2tgt = source_to_target_classes(src_dataset_name, cfg.DATASETS.TRAIN[-1])
+        # COCO as the only/last dataset (image pre-training) uses the video augmentations, as the original
+        build = build_augmentation if is_tgt else build_pseudo_augmentation
+        return {
+            "is_train": is_train,
+            "is_tgt": is_tgt,
+            "augmentations": build(cfg, is_train),
+            "image_format": cfg.INPUT.FORMAT,
+            "sampling_frame_num": cfg.INPUT.SAMPLING_FRAME_NUM,
+            "sampling_frame_range": cfg.INPUT.SAMPLING_FRAME_RANGE,
+            "src2tgt": src2tgt,
+        }
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        num_frames = self.sampling_frame_num
+        if self.is_train:
+            video_len = random.randrange(16, 49)
+            selected = sample_clip_frames(video_len, num_frames, self.sampling_frame_range)
+        else:
+            video_len, selected = num_frames, list(range(num_frames))
+        file_name = dataset_dict["file_name"]
+        out = {k: v for k, v in dataset_dict.items() if k not in ("annotations", "file_name")}
+        out.update(video_len=video_len, frame_idx=selected, file_names=[file_name] * num_frames)
+
+        image = read_frame(file_name, self.image_format, video_id=dataset_dict.get("image_id"),
+                           expected_size=(dataset_dict["height"], dataset_dict["width"]))  # fmt: skip
+        frames, tfms = apply_clip_augmentations(self.augmentations, [image] * num_frames)
+        out["image"] = [_to_tensor(f) for f in frames]
+        out["instances"] = []
+        annos = dataset_dict.get("annotations")
+        if not self.is_train or annos is None:
+            return out
+
+        objs = [{**obj, "id": i} for i, obj in enumerate(a for a in annos if not a.get("iscrowd", 0))]
+        slots = list(range(len(objs)))
+        out["instances"] = [
+            _frame_instances(objs, slots, t, f.shape[:2], self.src2tgt) for t, f in zip(tfms, frames)
+        ]
+        return out

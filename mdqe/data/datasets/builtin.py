@@ -1,0 +1,101 @@
+"""Registration of the datasets MDQE trains and evaluates on, under the original names.
+
+Paths are relative to `$DETECTRON2_DATASETS` (default "datasets"), read when this module is imported.
+The "train" splits point at `train_sub.json` (90% of the official train set; `*_dev` is the held-out
+10%), as in the original; see datasets/README.md for how to produce them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
+from detectron2.data.datasets.coco import load_coco_json
+
+from ..synthetic import SYNTHETIC_CATEGORIES, ensure_synthetic_vis
+from .categories import OVIS_CATEGORIES, YTVIS_2019_CATEGORIES, YTVIS_2021_CATEGORIES, instances_meta
+from .ytvis import check_dataset_paths, load_ytvis_json, register_ytvis_instances
+
+__all__ = ["register_all_mdqe_datasets", "register_coco_video_instances"]
+
+
+def _ytvis_splits(prefix: str, folder: str) -> dict[str, tuple[str, str]]:
+    return {
+        f"{prefix}_train": (f"{folder}/train/JPEGImages", f"{folder}/train_sub.json"),
+        f"{prefix}_val": (f"{folder}/valid/JPEGImages", f"{folder}/valid.json"),
+        f"{prefix}_test": (f"{folder}/test/JPEGImages", f"{folder}/test.json"),
+        f"{prefix}_dev": (f"{folder}/train/JPEGImages", f"{folder}/valid_sub.json"),
+    }
+
+
+# name -> (image root, json file, category table)
+_PREDEFINED_VIDEO_SPLITS = {
+    **{k: (*v, YTVIS_2019_CATEGORIES) for k, v in _ytvis_splits("ytvis_2019", "ytvis_2019").items()},
+    **{k: (*v, YTVIS_2021_CATEGORIES) for k, v in _ytvis_splits("ytvis_2021", "ytvis_2021").items()},
+    # "ytvis_" prefix on purpose: test loaders dispatch on ytvis*/coco* names
+    **{k: (*v, OVIS_CATEGORIES) for k, v in _ytvis_splits("ytvis_ovis", "ovis").items()},
+}
+
+# COCO images whose annotations are restricted to classes with a counterpart in a video dataset
+# (tools/convert_coco_to_ytvis_categories.py writes the json files)
+_PREDEFINED_COCO_VIDEO_SPLITS = {
+    f"coco2{target}_{split}": (f"coco/{split}2017", f"coco/annotations/coco2{target}_{split}.json")
+    for target in ("ytvis2019", "ytvis2021", "ovis")
+    for split in ("train", "val")
+}
+
+SYNTHETIC_VIS_SPLITS = {
+    "synthetic_vis_train": ("synthetic_vis/train/JPEGImages", "synthetic_vis/train.json"),
+    "synthetic_vis_val": ("synthetic_vis/valid/JPEGImages", "synthetic_vis/valid.json"),
+}
+SYNTHETIC_COCO_SPLITS = {"synthetic_coco_train": ("synthetic_vis/coco", "synthetic_vis/coco_train.json")}
+
+
+def register_coco_video_instances(name: str, metadata: dict, json_file: str, image_root: str) -> None:
+    """Register a COCO-format image dataset (`evaluator_type` "coco") whose missing files give a
+    one-line `DatasetNotFoundError`; its samples become pseudo-clips in video training."""
+
+    def load() -> list[dict]:
+        check_dataset_paths(name, json_file, image_root)
+        return load_coco_json(json_file, image_root, name)
+
+    DatasetCatalog.register(name, load)
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata)
+
+
+def _register_synthetic(root: str) -> None:
+    meta = instances_meta(SYNTHETIC_CATEGORIES)
+    for name, (image_root, json_file) in SYNTHETIC_VIS_SPLITS.items():
+        image_root, json_file = os.path.join(root, image_root), os.path.join(root, json_file)
+
+        def load(name=name, image_root=image_root, json_file=json_file) -> list[dict]:
+            ensure_synthetic_vis(root)
+            return load_ytvis_json(json_file, image_root, name)
+
+        DatasetCatalog.register(name, load)
+        MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="ytvis", **meta)
+    for name, (image_root, json_file) in SYNTHETIC_COCO_SPLITS.items():
+        image_root, json_file = os.path.join(root, image_root), os.path.join(root, json_file)
+
+        def load_coco(name=name, image_root=image_root, json_file=json_file) -> list[dict]:
+            ensure_synthetic_vis(root)
+            return load_coco_json(json_file, image_root, name)
+
+        DatasetCatalog.register(name, load_coco)
+        MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco", **meta)
+
+
+def register_all_mdqe_datasets(root: str) -> None:
+    """Register every predefined dataset with paths under `root`."""
+    for name, (image_root, json_file, categories) in _PREDEFINED_VIDEO_SPLITS.items():
+        register_ytvis_instances(
+            name, instances_meta(categories), os.path.join(root, json_file), os.path.join(root, image_root)
+        )
+    coco_meta = _get_builtin_metadata("coco")
+    for name, (image_root, json_file) in _PREDEFINED_COCO_VIDEO_SPLITS.items():
+        register_coco_video_instances(name, coco_meta, os.path.join(root, json_file), os.path.join(root, image_root))
+    _register_synthetic(root)
+
+
+register_all_mdqe_datasets(os.getenv("DETECTRON2_DATASETS", "datasets"))
