@@ -3,17 +3,19 @@
 
     python train_net.py --num-gpus 8 --config-file configs/R50_ovis_360.yaml
     python train_net.py --config-file configs/R50_ovis_360.yaml --eval-only MODEL.WEIGHTS /path/ckpt.pth
-    python train_net.py --config-file configs/synthetic/mdqe_R18_synthetic.yaml   # CPU, synthetic data
+    python train_net.py --config-file configs/synthetic/R18_synthetic.yaml   # CPU, synthetic data
 
 With `MODEL.DEVICE cpu`, --num-gpus N starts N CPU processes joined with the gloo backend.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import logging
 import os
 import sys
+import warnings
 
 REQUIRED = {
     "torch": "PyTorch",
@@ -35,6 +37,8 @@ def _require_dependencies() -> None:
 
 
 _require_dependencies()
+# detectron2 v0.6 scripts a few helpers at import time, which recent PyTorch flags on every run.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import CfgNode, get_cfg  # noqa: E402
@@ -67,6 +71,8 @@ def check_run_inputs(cfg: CfgNode, eval_only: bool, resume: bool) -> None:
 
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("error: MODEL.DEVICE is 'cuda' but no CUDA device is available; add `MODEL.DEVICE cpu`.")
+    if cfg.SOLVER.AMP.ENABLED and not eval_only and not cfg.MODEL.DEVICE.startswith("cuda"):
+        sys.exit("error: SOLVER.AMP.ENABLED needs MODEL.DEVICE cuda; add `SOLVER.AMP.ENABLED False` on CPU.")
     weights = cfg.MODEL.WEIGHTS
     resuming = resume and os.path.exists(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
     if eval_only and not weights and not resuming:
@@ -76,12 +82,19 @@ def check_run_inputs(cfg: CfgNode, eval_only: bool, resume: bool) -> None:
             f"error: MODEL.WEIGHTS file not found: {weights}. Download the checkpoint (see the model zoo in "
             "README.md) and pass its path, or `MODEL.WEIGHTS ''` to train from scratch."
         )
-    names = list(cfg.DATASETS.TEST) + ([] if eval_only else list(cfg.DATASETS.TRAIN))
-    for name in names:
-        if name not in DatasetCatalog.list():
-            sys.exit(
-                f"error: dataset {name!r} is not registered; registered ones: {sorted(DatasetCatalog.list())}"
-            )
+    keys = [("DATASETS.TEST", cfg.DATASETS.TEST)] + (
+        [] if eval_only else [("DATASETS.TRAIN", cfg.DATASETS.TRAIN)]
+    )
+    registered = DatasetCatalog.list()
+    for key, names in keys:
+        for name in names:
+            if name not in registered:
+                close = difflib.get_close_matches(name, registered, n=3, cutoff=0.6)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                sys.exit(
+                    f"error: {key} names {name!r}, which is not a registered dataset{hint} "
+                    "(datasets/README.md lists the registered ones)"
+                )
         try:
             DatasetCatalog.get(name)  # also generates the synthetic datasets once, before workers start
         except FileNotFoundError as e:
@@ -109,7 +122,10 @@ def main(args) -> dict | None:
 
 def cli(argv: list[str] | None = None) -> None:
     args = default_argument_parser().parse_args(argv)
-    cfg = load_config(args.config_file, args.opts)
+    try:
+        cfg = load_config(args.config_file, args.opts)
+    except (AssertionError, KeyError, ValueError) as e:  # yacs reports bad files and keys by assertions
+        sys.exit(f"error: config {args.config_file!r} with overrides {args.opts}: {e}")
     check_run_inputs(cfg, args.eval_only, args.resume)
     device = "cpu" if cfg.MODEL.DEVICE == "cpu" else "cuda"
     launch(

@@ -10,7 +10,7 @@ from collections import OrderedDict
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine import DefaultTrainer, TrainerBase
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..checkpoint import inflate_checkpoint_file
 from .inference import inference_on_videos
 from .optimizer import build_optimizer
+from .train_loop import IterationSeeder, MDQEAMPTrainer, MDQESimpleTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class Trainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = wrap_ddp(model)
-        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        trainer_cls = MDQEAMPTrainer if cfg.SOLVER.AMP.ENABLED else MDQESimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
@@ -91,6 +92,13 @@ class Trainer(DefaultTrainer):
             else:
                 self._trainer._data_loader_iter = iter(loader)
 
+    def build_hooks(self) -> list:
+        """detectron2's default hooks, preceded by per-iteration seeding when SEED >= 0."""
+        hooks = super().build_hooks()
+        if self.cfg.SEED >= 0:
+            hooks.insert(0, IterationSeeder(self.cfg.SEED))
+        return hooks
+
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
         return build_optimizer(cfg, model)
@@ -124,7 +132,11 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg: CfgNode, model: torch.nn.Module, evaluators=None) -> OrderedDict:
-        """Evaluate on every DATASETS.TEST entry; CUDA models run under autocast, as the original."""
+        """Evaluate on every DATASETS.TEST entry; CUDA models run under autocast, as the original.
+
+        Returns the results of the only test dataset, a dict by dataset name when there are several,
+        and {} when DATASETS.TEST is empty.
+        """
         results = OrderedDict()
         for idx, dataset_name in enumerate(cfg.DATASETS.TEST):
             data_loader = cls.build_test_loader(cfg, dataset_name)
@@ -135,4 +147,6 @@ class Trainer(DefaultTrainer):
             if comm.is_main_process():
                 logger.info("Evaluation results for %s in csv format:", dataset_name)
                 print_csv_format(results[dataset_name])
-        return results[cfg.DATASETS.TEST[0]] if len(results) == 1 else results
+        if len(results) == 1:
+            return next(iter(results.values()))
+        return results
