@@ -516,7 +516,7 @@ class SetCriterion(nn.Module):
             target_hw = tuple(targets[0]["match_masks"].shape[-2:])
             raise ValueError(
                 f"SetCriterion: target match_masks are {target_hw} but mask features are"
-                f"  {tuple(mask_feats.shape[-2:])}; MODEL.MDQE.MATCH_STRIDE must equal the mask "
+                f" {tuple(mask_feats.shape[-2:])}; MODEL.MDQE.MATCH_STRIDE must equal the mask "
                 "feature stride (4)"
             )
         with torch.no_grad():
