@@ -366,13 +366,7 @@ def write_synthetic_vis(
     if unknown:
         raise ValueError(f"unknown synthetic split(s) {sorted(unknown)}; expected 'train' and/or 'valid'")
     os.makedirs(out_dir, exist_ok=True)
-    manifest = {
-        "version": GENERATOR_VERSION,
-        "seed": seed,
-        "splits": {name: dataclasses.asdict(spec) for name, spec in splits.items()},
-        "num_coco_images": num_coco_images,
-        "videos": {},
-    }
+    manifest = {**_manifest_params(splits, num_coco_images, seed), "videos": {}}
     for name, spec in splits.items():
         manifest["videos"][name] = _write_video_split(out_dir, name, spec, seed)
     if num_coco_images:
@@ -381,33 +375,50 @@ def write_synthetic_vis(
         json.dump(manifest, f, indent=1)
 
 
-def _is_current(path: str, seed: int) -> bool:
-    """Whether `path` holds a complete dataset of this generator version and seed."""
+def _manifest_params(splits: dict[str, SplitSpec], num_coco_images: int, seed: int) -> dict:
+    return {
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "splits": {name: dataclasses.asdict(spec) for name, spec in splits.items()},
+        "num_coco_images": num_coco_images,
+    }
+
+
+def _is_current(path: str, params: dict) -> bool:
+    """Whether `path` holds a complete dataset generated with `params`."""
     try:
         with open(os.path.join(path, "manifest.json")) as f:
             manifest = json.load(f)
     except (OSError, ValueError):
         return False
-    return manifest.get("version") == GENERATOR_VERSION and manifest.get("seed") == seed
+    # json turns tuples into lists: compare through a json round trip
+    return all(manifest.get(k) == v for k, v in json.loads(json.dumps(params)).items())
 
 
-def ensure_synthetic_vis(root: str, seed: int = DEFAULT_SEED) -> str:
-    """Return `root/synthetic_vis`, generating the default dataset there first if it is missing or was
-    written by another generator version or seed. Safe against concurrent callers (file lock, then an
-    atomic rename of the finished folder)."""
+def ensure_synthetic_vis(
+    root: str,
+    splits: dict[str, SplitSpec] | None = None,
+    num_coco_images: int = DEFAULT_NUM_COCO_IMAGES,
+    seed: int = DEFAULT_SEED,
+) -> str:
+    """Return `root/synthetic_vis`, generating the dataset there first unless it already holds one made
+    with the same parameters and generator version. Safe against concurrent callers (a file lock, then an
+    atomic rename of the finished folder, so no reader ever sees a partial dataset)."""
+    splits = DEFAULT_SPLITS if splits is None else splits
+    params = _manifest_params(splits, num_coco_images, seed)
     target = os.path.join(root, "synthetic_vis")
-    if _is_current(target, seed):
+    if _is_current(target, params):
         return target
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, ".synthetic_vis.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if _is_current(target, seed):
+            if _is_current(target, params):
                 return target
             logger.info(f"Generating the synthetic occluded-video dataset into {target} ...")
             tmp = tempfile.mkdtemp(prefix=".synthetic_vis.tmp-", dir=root)
             try:
-                write_synthetic_vis(tmp, seed=seed)
+                write_synthetic_vis(tmp, splits, num_coco_images, seed)
                 if os.path.exists(target):
                     shutil.rmtree(target)
                 os.rename(tmp, target)

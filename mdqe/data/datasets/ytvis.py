@@ -16,6 +16,7 @@ import os
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import pycocotools.mask as mask_util
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
@@ -216,12 +217,18 @@ def _add_track(
         if bboxes is not None:
             bbox = list(bboxes[frame_idx])
         else:
-            rle = segm if isinstance(segm, dict) else mask_util.merge(
-                mask_util.frPyObjects(segm, video["height"], video["width"])
-            )
-            bbox = mask_util.toBbox(rle).tolist()
+            bbox = _segmentation_box(segm)
         frames[frame_idx].append({**obj_base, "bbox": bbox, "bbox_mode": BoxMode.XYWH_ABS, "segmentation": segm})
     return dropped
+
+
+def _segmentation_box(segm: Any) -> list[float]:
+    """XYWH box of a compressed RLE or of the points of a list of polygons."""
+    if isinstance(segm, dict):
+        return mask_util.toBbox(segm).tolist()
+    points = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in segm])
+    (x0, y0), (x1, y1) = points.min(0), points.max(0)
+    return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
 
 
 def _sync_metadata(dataset_name: str, json_file: str, categories: list[dict], id_map: dict[int, int]) -> None:
