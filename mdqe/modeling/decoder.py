@@ -1,0 +1,431 @@
+"""MDQE's decoder (`detr.transformer_dec` in the original's checkpoints): query initialisation,
+box-level and instance-level decoder layers, the heads and the mask-feature head.
+
+Two kinds of queries:
+- frame-level ("box-level") queries x (B*T, Q, C), one set per frame, each with a reference box that is
+  refined after every layer; they give the per-frame boxes;
+- instance-level queries x_inst (B, Q, C), one per query slot of the clip, fed by a time-weighted fusion
+  of the frame-level queries and a temporal deformable attention over the clip's frames around the
+  box that circumscribes the slot's per-frame boxes; they give classes, mask coefficients and the
+  embeddings used for tracking.
+
+Before the first layer a "warm-up" box prediction is made; the intermediate outputs therefore have
+DEC_LAYERS + 1 entries (index 0 = warm-up).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .deform_attn import MDQEDeformAttn
+from .layers import MLP, box_cxcywh_to_xyxy, circumscribed_boxes, inverse_sigmoid
+from .mask_head import MaskHead
+from .query_init import associate_queries, grid_relative_positions, sample_query_features, select_grid_queries
+
+__all__ = [
+    "DecoderLayer",
+    "DecoderOutput",
+    "FrameQueries",
+    "LayerValues",
+    "QueryDecoder",
+    "temporal_frame_indices",
+]
+
+
+def temporal_frame_indices(clip_len: int, num_frames: int) -> list[int]:
+    """Frames of a clip attended by the temporal cross-attention, whose parameters fit `num_frames`.
+
+    itv = max(clip_len // num_frames, 1); from start = max((clip_len - 1) // 2 - ((num_frames - 1) // 2) *
+    itv, 0) every itv-th frame, at most `num_frames` of them, the last one repeated if fewer remain.
+
+    Returns:
+        `num_frames` frame indices in [0, clip_len).
+    """
+    step = max(clip_len // num_frames, 1)
+    start = max((clip_len - 1) // 2 - ((num_frames - 1) // 2) * step, 0)
+    frames = list(range(start, clip_len, step))[:num_frames]
+    return frames + [frames[-1]] * (num_frames - len(frames))
+
+
+@dataclass
+class LayerValues:
+    """Projected values of one decoder layer's two deformable attentions, per frame.
+
+    Attributes:
+        cross: (N, S, H, D) values of `cross_attn` (padded tokens zeroed), N frames.
+        temporal: (N, S, H, D) values of `temp_attn_inst`, or None without temporal attention.
+    """
+
+    cross: torch.Tensor
+    temporal: torch.Tensor | None
+
+
+@dataclass
+class FrameQueries:
+    """Initial queries of N frames (grid-guided selection, before association).
+
+    Attributes:
+        rpn_logits: (N, H0, W0, K) class logits of the stride-8 level.
+        coords: (N, Q, 2) normalised (x, y) of the selected points.
+        features: (N, Q, C) their content features.
+        track_embed: (N, Q, E) their track embeddings.
+    """
+
+    rpn_logits: torch.Tensor
+    coords: torch.Tensor
+    features: torch.Tensor
+    track_embed: torch.Tensor
+
+
+@dataclass
+class DecoderOutput:
+    """Intermediate decoder outputs, index 0 = warm-up, -1 = last layer.
+
+    Attributes:
+        frame_queries: (L + 1, B * T, Q, C) frame-level queries.
+        clip_queries: (L + 1, B, Q, C) instance-level queries (before the decoder norm).
+        boxes: (L + 1, B * T, Q, 4) per-frame boxes, normalised (cx, cy, w, h).
+    """
+
+    frame_queries: torch.Tensor
+    clip_queries: torch.Tensor
+    boxes: torch.Tensor
+
+
+class DecoderLayer(nn.Module):
+    """Box-level cross-attn -> self-attn -> FFN, then instance-level temporal fusion and
+    cross-attn -> self-attn -> FFN; all post-norm with GELU and no dropout."""
+
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        n_levels: int,
+        n_frames: int,
+        n_points: int,
+        mlp_ratio: float = 4.0,
+        temporal_attn: bool = True,
+    ):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(dim, n_heads, batch_first=True)
+        self.norm1 = nn.LayerNorm(dim)
+        self.cross_attn = MDQEDeformAttn(
+            dim, n_levels, n_heads, n_points, n_frames=n_frames, pred_offsets=False, mode="spatial"
+        )
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.linear1 = nn.Linear(dim, hidden)
+        self.linear2 = nn.Linear(hidden, dim)
+        self.norm3 = nn.LayerNorm(dim)
+
+        self.time_weights = nn.Linear(dim, 1)
+        self.self_attn_inst = nn.MultiheadAttention(dim, n_heads, batch_first=True)
+        self.norm1_inst = nn.LayerNorm(dim)
+        self.temp_attn_inst = (
+            MDQEDeformAttn(
+                dim, n_levels, n_heads, n_points, n_frames=n_frames, pred_offsets=False, mode="temporal"
+            )
+            if temporal_attn
+            else None
+        )
+        self.norm2_inst = nn.LayerNorm(dim)
+        self.linear1_inst = nn.Linear(dim, hidden)
+        self.linear2_inst = nn.Linear(hidden, dim)
+        self.norm3_inst = nn.LayerNorm(dim)
+
+    def project_values(self, memory: torch.Tensor, padding_mask: torch.Tensor | None) -> LayerValues:
+        """memory: (N, S, C) encoder tokens of N frames, padding_mask (N, S) -> this layer's values."""
+        temporal = None
+        if self.temp_attn_inst is not None:
+            temporal = self.temp_attn_inst.project_value(memory, padding_mask)
+        return LayerValues(self.cross_attn.project_value(memory, padding_mask), temporal)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        x_pos: torch.Tensor,
+        x_boxes: torch.Tensor,
+        x_inst: torch.Tensor,
+        x_inst_pos: torch.Tensor,
+        x_inst_boxes: torch.Tensor,
+        values: LayerValues,
+        temporal_frames: list[int],
+        spatial_shapes: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            x, x_pos: (B*T, Q, C) frame-level queries and position embeddings (T frames per clip).
+            x_boxes: (B*T, Q, 4) their reference boxes (cx, cy, w, h).
+            x_inst, x_inst_pos: (B, Q, C) instance-level queries and position embeddings.
+            x_inst_boxes: (B, Q, 4) their reference boxes (the circumscribed boxes).
+            values: this layer's values of the B*T frames.
+            temporal_frames: frame indices within a clip attended by the temporal attention.
+            spatial_shapes: (L, 2) int64.
+
+        Returns:
+            x (B*T, Q, C) and x_inst (B, Q, C).
+        """
+        x = self.norm2(x + self.cross_attn(x + x_pos, x_boxes, values.cross, spatial_shapes))
+        after_cross = x
+        q = x + x_pos
+        x = self.norm1(x + self.self_attn(q, q, x, need_weights=False)[0])
+        x = self.norm3(x + self.linear2(F.gelu(self.linear1(x))))
+
+        batch = x_inst.shape[0]
+        frames = x.shape[0] // batch
+        weights = self.time_weights(x.unflatten(0, (batch, frames))).softmax(dim=1)
+        fused = (weights * after_cross.unflatten(0, (batch, frames))).sum(dim=1)
+        if self.temp_attn_inst is not None:
+            temporal_value = values.temporal.unflatten(0, (batch, frames))[:, temporal_frames]
+            fused = self.temp_attn_inst(fused + x_inst_pos, x_inst_boxes, temporal_value, spatial_shapes)
+        x_inst = self.norm2_inst(x_inst + fused)
+        q_inst = x_inst + x_inst_pos
+        x_inst = self.norm1_inst(x_inst + self.self_attn_inst(q_inst, q_inst, x_inst, need_weights=False)[0])
+        x_inst = self.norm3_inst(x_inst + self.linear2_inst(F.gelu(self.linear1_inst(x_inst))))
+        return x, x_inst
+
+
+class _DecoderStack(nn.Module):
+    """The layers plus the modules shared with `QueryDecoder` (the original's `DecoderDefAttn`; its
+    shared children appear under both names in checkpoints)."""
+
+    def __init__(
+        self,
+        layer: DecoderLayer,
+        num_layers: int,
+        point2pos_proj: nn.Linear,
+        bbox_embed: MLP,
+        norm: nn.LayerNorm,
+    ):
+        super().__init__()
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        self.point2pos_proj = point2pos_proj
+        self.bbox_embed = bbox_embed
+        self.norm = norm
+
+
+class QueryDecoder(nn.Module):
+    """Query initialisation, decoder, heads and mask-feature head of MDQE."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        dim: int = 256,
+        n_heads: int = 8,
+        n_levels: int = 4,
+        n_frames: int = 1,
+        n_points: int = 4,
+        num_layers: int = 6,
+        mlp_ratio: float = 4.0,
+        num_queries: int = 196,
+        temporal_attn: bool = True,
+        window_inter_frame_asso: float = 5,
+        query_embed_dim: int = 64,
+    ):
+        """
+        Args:
+            num_classes: K.
+            dim: channels C; n_heads: attention heads; n_levels: feature levels.
+            n_frames: T, training clip length (sizes the temporal attention).
+            n_points: sampling points of the decoder's deformable attentions.
+            num_layers: decoder layers; mlp_ratio: FFN width ratio.
+            num_queries: Q, a perfect square (the g x g query grid).
+            temporal_attn: use the temporal cross-attention of instance queries (DEC_TEMPORAL).
+            window_inter_frame_asso: grid window of the association (halved at inference).
+            query_embed_dim: E, size of the track embeddings.
+        """
+        super().__init__()
+        self.grid_size = int(math.sqrt(num_queries))
+        if self.grid_size**2 != num_queries:
+            raise ValueError(f"QueryDecoder: num_queries must be a perfect square, got {num_queries}")
+        self.num_classes = num_classes
+        self.n_frames = n_frames
+        self.window_inter_frame_asso = window_inter_frame_asso
+        self.register_buffer("query_relpos_grid", grid_relative_positions(self.grid_size))
+
+        self.decoder_norm = nn.LayerNorm(dim)
+        self.bbox_embed = MLP(dim, dim, 4, 3)
+        self.point2pos_proj = nn.Linear(2, dim)
+        layer = DecoderLayer(dim, n_heads, n_levels, n_frames, n_points, mlp_ratio, temporal_attn)
+        self.decoder = _DecoderStack(
+            layer, num_layers, self.point2pos_proj, self.bbox_embed, self.decoder_norm
+        )
+        self.rpn_cls_embed = MLP(dim, dim, num_classes, 3)
+        self.cls_embed = MLP(dim, dim, num_classes, 3)
+        self.track_embed = MLP(dim, dim, query_embed_dim, 3)
+        self.mask_head = MaskHead(dim)
+        self.mask_embed = MLP(dim, dim, self.mask_head.mask_dim, 3)
+        self._reset_parameters()
+
+    @property
+    def mask_dim(self) -> int:
+        """M, channels of the mask features and size of the mask coefficients."""
+        return self.mask_head.mask_dim
+
+    def _reset_parameters(self) -> None:
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        for m in self.modules():
+            if isinstance(m, MDQEDeformAttn):
+                m._reset_parameters()
+        nn.init.zeros_(self.bbox_embed.layers[-1].bias)
+        prior = -math.log((1 - 0.01) / 0.01)
+        nn.init.constant_(self.cls_embed.layers[-1].bias, prior)
+        nn.init.constant_(self.rpn_cls_embed.layers[-1].bias, prior)
+
+    # ------------------------------------------------------------------------------ per-frame parts
+    @staticmethod
+    def split_levels(memory: torch.Tensor, spatial_shapes: torch.Tensor) -> list[torch.Tensor]:
+        """memory: (N, S, C) -> per level (N, C, H_l, W_l)."""
+        sizes = spatial_shapes.prod(-1).tolist()
+        return [
+            level.transpose(1, 2).unflatten(2, (h, w))
+            for level, (h, w) in zip(memory.split(sizes, dim=1), spatial_shapes.tolist())
+        ]
+
+    def mask_features(self, memory: torch.Tensor, spatial_shapes: torch.Tensor) -> torch.Tensor:
+        """memory: (N, S, C) encoder tokens of N frames -> (N, M, 2 H_0, 2 W_0) stride-4 mask features."""
+        levels = self.split_levels(memory, spatial_shapes)
+        return self.mask_head(levels[0], levels[1], levels[2])
+
+    def init_frame_queries(self, memory: torch.Tensor, spatial_shapes: torch.Tensor) -> FrameQueries:
+        """Grid-guided query selection on each of N frames (memory (N, S, C))."""
+        levels = self.split_levels(memory, spatial_shapes)
+        rpn_logits = self.rpn_cls_embed(levels[0].permute(0, 2, 3, 1))
+        coords = select_grid_queries(rpn_logits, self.grid_size)
+        features = sample_query_features(levels, coords)
+        return FrameQueries(rpn_logits, coords, features, self.track_embed(features))
+
+    def project_values(self, memory: torch.Tensor, padding_mask: torch.Tensor | None) -> list[LayerValues]:
+        """memory: (N, S, C), padding_mask: (N, S) -> every layer's attention values of the N frames."""
+        return [layer.project_values(memory, padding_mask) for layer in self.decoder.layers]
+
+    # --------------------------------------------------------------------------------- per clip
+    def associate(
+        self, features: torch.Tensor, coords: torch.Tensor, track_embed: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Re-order each frame's queries to follow the centre frame's (inter-frame association).
+
+        Args:
+            features: (B, T, Q, C); coords: (B, T, Q, 2); track_embed: (B, T, Q, E).
+
+        Returns:
+            aligned features (B, T, Q, C) and coordinates (B, T, Q, 2).
+        """
+        if features.shape[1] == 1:
+            return features, coords
+        window = self.window_inter_frame_asso if self.training else self.window_inter_frame_asso / 2
+        index = associate_queries(track_embed, self.query_relpos_grid, window)
+        features = features.gather(2, index[..., None].expand_as(features))
+        coords = coords.gather(2, index[..., None].expand_as(coords))
+        return features, coords
+
+    def _boxes_and_positions(
+        self, x: torch.Tensor, ref_boxes: torch.Tensor, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Refine the frame-level boxes and derive the position embeddings.
+
+        Args:
+            x: (B*T, Q, C) frame-level queries; ref_boxes: (B*T, Q, 4) their current references.
+
+        Returns:
+            boxes (B*T, Q, 4), frame positions (B*T, Q, C), instance boxes (B, Q, 4) (circumscribed
+            over the clip, detached) and instance positions (B, Q, C).
+        """
+        boxes = (self.bbox_embed(self.decoder_norm(x)) + inverse_sigmoid(ref_boxes)).sigmoid()
+        x_pos = self.point2pos_proj(boxes[..., :2])
+        per_clip = boxes.detach().unflatten(0, (batch, -1)).transpose(1, 2)
+        inst_boxes = circumscribed_boxes(per_clip)
+        return boxes, x_pos, inst_boxes, self.point2pos_proj(inst_boxes[..., :2])
+
+    def decode(
+        self,
+        features: torch.Tensor,
+        coords: torch.Tensor,
+        values: list[LayerValues],
+        spatial_shapes: torch.Tensor,
+    ) -> DecoderOutput:
+        """Run the decoder on clips of associated queries.
+
+        Args:
+            features: (B, T, Q, C) associated initial queries; coords: (B, T, Q, 2) their points.
+            values: per layer, the attention values of the B*T frames (`project_values`).
+            spatial_shapes: (L, 2) int64.
+        """
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            batch, frames = features.shape[:2]
+            center = (frames - 1) // 2
+            temporal_frames = temporal_frame_indices(frames, self.n_frames)
+            x = features.flatten(0, 1).float()
+            x_inst = features[:, center].float()
+            ref = coords.flatten(0, 1).float()
+            ref_boxes = torch.cat([ref, torch.full_like(ref, 0.1)], dim=-1)
+            boxes, x_pos, inst_boxes, inst_pos = self._boxes_and_positions(x, ref_boxes, batch)
+            frame_out, clip_out, box_out = [x], [x_inst], [boxes]
+            for layer, layer_values in zip(self.decoder.layers, values):
+                x, x_inst = layer(
+                    x,
+                    x_pos,
+                    boxes.detach(),
+                    x_inst,
+                    inst_pos,
+                    inst_boxes,
+                    layer_values,
+                    temporal_frames,
+                    spatial_shapes,
+                )
+                boxes, x_pos, inst_boxes, inst_pos = self._boxes_and_positions(x, boxes.detach(), batch)
+                frame_out.append(x)
+                clip_out.append(x_inst)
+                box_out.append(boxes)
+        return DecoderOutput(torch.stack(frame_out), torch.stack(clip_out), torch.stack(box_out))
+
+    def heads(self, clip_queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """clip_queries: (..., Q, C) -> class logits (..., Q, K) and mask coefficients (..., Q, M) (tanh)."""
+        normed = self.decoder_norm(clip_queries)
+        return self.cls_embed(normed), self.mask_embed(normed).tanh()
+
+    # ------------------------------------------------------------------------------------ training
+    def forward(
+        self, memory: torch.Tensor, padding_mask: torch.Tensor, spatial_shapes: torch.Tensor, num_frames: int
+    ) -> dict[str, torch.Tensor]:
+        """Training outputs for clips of `num_frames` frames.
+
+        Args:
+            memory: (B*T, S, C) encoder tokens, frames clip-major; padding_mask: (B*T, S) bool;
+            spatial_shapes: (L, 2) int64; num_frames: T.
+
+        Returns:
+            the criterion's inputs: pred_logits (L+1, B, Q, K), pred_boxes (L+1, B, Q, T, 4) xyxy,
+            pred_mask_coeff (L+1, B, Q, M), mask_feats (B, M, T, 2 H_0, 2 W_0),
+            rpn_sem_cls (B, T, H_0, W_0, K), query_init_embed (B, T, Q, E) and
+            query_init_coords (B, T, Q, 2), the last two before association.
+        """
+        queries = self.init_frame_queries(memory, spatial_shapes)
+
+        def per_clip(t: torch.Tensor) -> torch.Tensor:
+            return t.unflatten(0, (-1, num_frames))
+
+        features, coords = self.associate(
+            per_clip(queries.features), per_clip(queries.coords), per_clip(queries.track_embed)
+        )
+        out = self.decode(features, coords, self.project_values(memory, padding_mask), spatial_shapes)
+        logits, mask_coeff = self.heads(out.clip_queries)
+        boxes = box_cxcywh_to_xyxy(out.boxes.unflatten(1, (-1, num_frames)).transpose(2, 3))
+        mask_feats = per_clip(self.mask_features(memory, spatial_shapes)).transpose(1, 2)
+        return {
+            "pred_logits": logits,
+            "pred_boxes": boxes,
+            "pred_mask_coeff": mask_coeff,
+            "mask_feats": mask_feats,
+            "rpn_sem_cls": per_clip(queries.rpn_logits),
+            "query_init_embed": per_clip(queries.track_embed),
+            "query_init_coords": per_clip(queries.coords),
+        }

@@ -1,0 +1,83 @@
+"""Small building blocks of MDQE's transformer: MLP heads, box conversions and reference grids."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "MLP",
+    "box_cxcywh_to_xyxy",
+    "box_xyxy_to_cxcywh",
+    "circumscribed_boxes",
+    "inverse_sigmoid",
+    "pixel_centers",
+]
+
+
+class MLP(nn.Module):
+    """`num_layers` Linear layers with GELU in between (none after the last).
+
+    Parameter names (`layers.{i}.weight/bias`) are the original's.
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
+        super().__init__()
+        dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
+        dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(d_in, d_out) for d_in, d_out in zip(dims_in, dims_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., input_dim) -> (..., output_dim)."""
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last:
+                x = F.gelu(x)
+        return x
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """log(x / (1 - x)) with x clamped to [0, 1] and both terms to >= eps (DETR's convention)."""
+    x = x.clamp(min=0, max=1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """boxes: (..., 4) (cx, cy, w, h) -> (..., 4) (x0, y0, x1, y1)."""
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+
+
+def box_xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
+    """boxes: (..., 4) (x0, y0, x1, y1) -> (..., 4) (cx, cy, w, h)."""
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
+
+
+def circumscribed_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    """The box enclosing an instance's per-frame boxes, each clamped to the image.
+
+    Args:
+        boxes: (B, Q, T, 4) normalised (cx, cy, w, h).
+
+    Returns:
+        (B, Q, 4) normalised (cx, cy, w, h).
+    """
+    xyxy = box_cxcywh_to_xyxy(boxes).clamp(min=0, max=1)
+    enclosing = torch.cat([xyxy[..., :2].min(dim=-2).values, xyxy[..., 2:].max(dim=-2).values], dim=-1)
+    return box_xyxy_to_cxcywh(enclosing)
+
+
+def pixel_centers(height: int, width: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Normalised pixel centres of an (height, width) map, row-major.
+
+    Returns:
+        (height * width, 2) float32 (x, y) = ((j + 0.5) / width, (i + 0.5) / height).
+    """
+    # linspace, as the original, so that the values agree to the last bit
+    ys = torch.linspace(0.5, height - 0.5, height, dtype=torch.float32, device=device)
+    xs = torch.linspace(0.5, width - 0.5, width, dtype=torch.float32, device=device)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x.reshape(-1) / max(width, 1), grid_y.reshape(-1) / max(height, 1)], dim=-1)

@@ -1,0 +1,94 @@
+"""A detectron2 backbone with per-level padding masks and sine position encodings."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.modeling import Backbone, build_backbone
+from detectron2.structures import ImageList
+from torch import nn
+
+from .position_encoding import PositionEmbeddingSine
+
+__all__ = ["BackboneWithPosition", "MaskedBackbone", "padding_masks"]
+
+
+def padding_masks(
+    feature_hw: tuple[int, int], stride: int, image_sizes: list[tuple[int, int]], device: torch.device
+) -> torch.Tensor:
+    """Padding mask of a feature map of a padded batch.
+
+    Args:
+        feature_hw: (H, W) of the feature map.
+        stride: its stride w.r.t. the input.
+        image_sizes: N unpadded (h, w) input sizes.
+
+    Returns:
+        (N, H, W) bool, False on [:ceil(h / stride), :ceil(w / stride)] of each image, True elsewhere.
+    """
+    height, width = feature_hw
+    valid_h = torch.tensor([math.ceil(h / stride) for h, _ in image_sizes], device=device)
+    valid_w = torch.tensor([math.ceil(w / stride) for _, w in image_sizes], device=device)
+    rows = torch.arange(height, device=device)[None, :, None] >= valid_h[:, None, None]
+    cols = torch.arange(width, device=device)[None, None, :] >= valid_w[:, None, None]
+    return rows | cols
+
+
+class MaskedBackbone(nn.Module):
+    """Wraps a detectron2 backbone (attribute `backbone`, as in the original's checkpoints) and adds
+    the padding mask of every output level."""
+
+    def __init__(self, backbone: Backbone):
+        super().__init__()
+        self.backbone = backbone
+        shapes = backbone.output_shape()
+        self.feature_names = list(shapes.keys())
+        self.feature_strides = [shapes[name].stride for name in self.feature_names]
+        self.num_channels = [shapes[name].channels for name in self.feature_names]
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> MaskedBackbone:
+        """Build `cfg.MODEL.BACKBONE.NAME` with detectron2's `build_backbone`."""
+        return cls(build_backbone(cfg))
+
+    def forward(self, images: ImageList) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """
+        Args:
+            images: padded batch, tensor (N, 3, Hp, Wp).
+
+        Returns:
+            per output level (finest first): features (N, C_l, H_l, W_l) and padding mask (N, H_l, W_l)
+            bool, True at padded positions.
+        """
+        features = self.backbone(images.tensor)
+        return [
+            (feat, padding_masks(feat.shape[-2:], stride, images.image_sizes, feat.device))
+            for feat, stride in zip((features[name] for name in self.feature_names), self.feature_strides)
+        ]
+
+
+class BackboneWithPosition(nn.Sequential):
+    """[0] the masked backbone, [1] the (stateless) sine position encoding: the original's `Joiner`,
+    whose layout the checkpoint keys `detr.backbone.0.backbone.*` follow."""
+
+    def __init__(self, masked_backbone: MaskedBackbone, position_embedding: PositionEmbeddingSine):
+        super().__init__(masked_backbone, position_embedding)
+        self.feature_strides = masked_backbone.feature_strides
+        self.num_channels = masked_backbone.num_channels
+
+    def forward(
+        self, images: ImageList
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor]]:
+        """
+        Args:
+            images: padded batch, tensor (N, 3, Hp, Wp).
+
+        Returns:
+            levels: per backbone level, features (N, C_l, H_l, W_l) and padding mask (N, H_l, W_l);
+            pos: per backbone level, (N, C, H_l, W_l) position encodings in the features' dtype.
+        """
+        levels = self[0](images)
+        pos = [self[1](mask).to(feat.dtype) for feat, mask in levels]
+        return levels, pos

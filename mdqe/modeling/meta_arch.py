@@ -1,0 +1,337 @@
+"""The MDQE meta-architecture: preprocessing, backbone + encoder, decoder, criterion and inference glue."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import CfgNode, configurable
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.structures import ImageList
+from torch import nn
+
+from mdqe.inference import ClipHeads, VideoInferenceParams, infer_video
+
+from .decoder import FrameQueries, LayerValues, QueryDecoder
+from .encoder import DeformableEncoder
+from .masked_backbone import BackboneWithPosition, MaskedBackbone
+from .position_encoding import PositionEmbeddingSine
+
+__all__ = ["MDQE", "MDQETransformer"]
+
+logger = logging.getLogger(__name__)
+
+
+class MDQETransformer(nn.Module):
+    """Backbone, input projections, encoder and decoder (`detr` in the original's checkpoints)."""
+
+    def __init__(
+        self,
+        backbone: BackboneWithPosition,
+        transformer_enc: DeformableEncoder,
+        transformer_dec: QueryDecoder,
+        num_feature_levels: int = 4,
+    ):
+        super().__init__()
+        self.transformer_enc = transformer_enc
+        self.transformer_dec = transformer_dec
+        hidden_dim = transformer_enc.dim
+        in_channels = backbone.num_channels
+        if num_feature_levels < len(in_channels):
+            raise ValueError(
+                f"MODEL.MDQE.NUM_FEATURE_LEVELS={num_feature_levels} is smaller than the "
+                f"{len(in_channels)} backbone outputs"
+            )
+        projections = [
+            nn.Sequential(nn.Conv2d(c, hidden_dim, kernel_size=1), nn.GroupNorm(32, hidden_dim))
+            for c in in_channels
+        ]
+        extra_in = in_channels[-1]
+        for _ in range(num_feature_levels - len(in_channels)):
+            projections.append(
+                nn.Sequential(
+                    nn.Conv2d(extra_in, hidden_dim, kernel_size=3, stride=2, padding=1),
+                    nn.GroupNorm(32, hidden_dim),
+                )
+            )
+            extra_in = hidden_dim
+        self.input_proj = nn.ModuleList(projections)
+        self.backbone = backbone
+
+    def encode(self, images: ImageList) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Backbone, input projections and encoder on N frames.
+
+        Args:
+            images: padded frames, tensor (N, 3, Hp, Wp).
+
+        Returns:
+            memory (N, S, C) encoded tokens of the levels at strides 8, 16, 32, 64 (row-major within a
+            level), padding mask (N, S) bool, spatial_shapes (L, 2) int64.
+        """
+        levels, pos = self.backbone(images)
+        srcs, masks = [], []
+        for proj, (feat, mask) in zip(self.input_proj, levels):
+            srcs.append(proj(feat))
+            masks.append(mask)
+        last_feat, last_mask = levels[-1]
+        extra_input = last_feat
+        for proj in self.input_proj[len(levels) :]:
+            src = proj(extra_input)
+            mask = F.interpolate(last_mask[None].float(), size=src.shape[-2:]).to(torch.bool)[0]
+            srcs.append(src)
+            masks.append(mask)
+            pos.append(self.backbone[1](mask).to(src.dtype))
+            extra_input = src
+        return self.transformer_enc(srcs, masks, pos)
+
+
+class _FrameCache:
+    """Per-frame results of the backbone, encoder, mask head, query selection and the decoder's value
+    projections for whole-video inference: every frame is computed once (frames are encoded
+    independently), in chunks, and dropped once no later clip starts before it."""
+
+    def __init__(self, model: MDQE, frames: list[torch.Tensor], chunk: int):
+        self.model = model
+        self.frames = frames
+        self.chunk = chunk
+        self.entries: dict[int, dict[str, Any]] = {}
+        self.spatial_shapes: torch.Tensor | None = None
+
+    def _compute(self, start: int, end: int) -> None:
+        model = self.model
+        detr = model.detr
+        images = ImageList.from_tensors(
+            [model.normalize(f) for f in self.frames[start:end]], model.size_divisibility
+        )
+        memory, padding_mask, shapes = detr.encode(images)
+        self.spatial_shapes = shapes
+        dec = detr.transformer_dec
+        queries = dec.init_frame_queries(memory, shapes)
+        mask_feats = dec.mask_features(memory, shapes)
+        values = dec.project_values(memory, padding_mask)
+        for i in range(end - start):
+            self.entries[start + i] = {
+                "coords": queries.coords[i],
+                "features": queries.features[i],
+                "track_embed": queries.track_embed[i],
+                "mask_feats": mask_feats[i],
+                "values": [(v.cross[i], None if v.temporal is None else v.temporal[i]) for v in values],
+            }
+
+    def ensure(self, start: int, end: int) -> None:
+        """Compute the frames of [start, end) not cached yet, in chunks of `chunk` frames."""
+        for f in range(start, end):
+            if f not in self.entries:
+                stop = f + 1
+                while stop < min(f + self.chunk, len(self.frames)) and stop not in self.entries:
+                    stop += 1
+                self._compute(f, stop)
+
+    def evict_before(self, frame: int) -> None:
+        for f in [f for f in self.entries if f < frame]:
+            del self.entries[f]
+
+    def gather(self, start: int, end: int, key: str) -> torch.Tensor:
+        """Stack an entry over the frames of [start, end): (end - start, ...)."""
+        self.ensure(start, end)
+        return torch.stack([self.entries[f][key] for f in range(start, end)])
+
+    def values(self, start: int, end: int) -> list[LayerValues]:
+        self.ensure(start, end)
+        out = []
+        for layer in range(len(self.entries[start]["values"])):
+            cross = torch.stack([self.entries[f]["values"][layer][0] for f in range(start, end)])
+            temporal = None
+            if self.entries[start]["values"][layer][1] is not None:
+                temporal = torch.stack([self.entries[f]["values"][layer][1] for f in range(start, end)])
+            out.append(LayerValues(cross, temporal))
+        return out
+
+
+@META_ARCH_REGISTRY.register()
+class MDQE(nn.Module):
+    """MDQE (CVPR 2023) for video instance segmentation.
+
+    Training: `model(batched_inputs)` with clips of T = INPUT.SAMPLING_FRAME_NUM frames returns the
+    weighted loss dict. Evaluation: one whole video per call; returns the per-video output dict
+    (`mdqe.inference.infer_video`).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        detr: MDQETransformer,
+        criterion: nn.Module,
+        pixel_mean: tuple[float, float, float],
+        pixel_std: tuple[float, float, float],
+        num_frames: int,
+        num_classes: int,
+        match_stride: int,
+        inference_params: VideoInferenceParams,
+        size_divisibility: int = 32,
+    ):
+        """
+        Args:
+            detr: backbone, encoder and decoder.
+            criterion: the training losses (`SetCriterion`); its `query_relpos_grid` is in checkpoints.
+            pixel_mean, pixel_std: per-channel normalisation of the input frames (in their format).
+            num_frames: T, training clip length.
+            num_classes: K.
+            match_stride: downsampling of the GT masks for the losses (MATCH_STRIDE).
+            inference_params: whole-video inference parameters.
+            size_divisibility: frames are zero-padded (after normalisation) to a multiple of this.
+        """
+        super().__init__()
+        self.detr = detr
+        self.criterion = criterion
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
+        self.num_frames = num_frames
+        self.num_classes = num_classes
+        self.match_stride = match_stride
+        self.inference_params = inference_params
+        self.size_divisibility = size_divisibility
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> dict[str, Any]:
+        from .criterion import SetCriterion
+
+        mdqe = cfg.MODEL.MDQE
+        hidden_dim = mdqe.HIDDEN_DIM
+        backbone = BackboneWithPosition(
+            MaskedBackbone.from_config(cfg), PositionEmbeddingSine(hidden_dim // 2, normalize=True)
+        )
+        encoder = DeformableEncoder(
+            dim=hidden_dim,
+            n_heads=mdqe.NHEADS,
+            n_levels=mdqe.NUM_FEATURE_LEVELS,
+            n_points=mdqe.ENC_NUM_POINTS,
+            num_layers=mdqe.ENC_LAYERS,
+        )
+        decoder = QueryDecoder(
+            mdqe.NUM_CLASSES,
+            dim=hidden_dim,
+            n_heads=mdqe.NHEADS,
+            n_levels=mdqe.NUM_FEATURE_LEVELS,
+            n_frames=cfg.INPUT.SAMPLING_FRAME_NUM,
+            n_points=mdqe.DEC_NUM_POINTS,
+            num_layers=mdqe.DEC_LAYERS,
+            mlp_ratio=mdqe.MLP_RATIO,
+            num_queries=int(math.sqrt(mdqe.NUM_OBJECT_QUERIES)) ** 2,
+            temporal_attn=mdqe.DEC_TEMPORAL,
+            window_inter_frame_asso=mdqe.WINDOW_INTER_FRAME_ASSOCIATION,
+            query_embed_dim=mdqe.QUERY_EMBED_DIM,
+        )
+        return {
+            "detr": MDQETransformer(backbone, encoder, decoder, mdqe.NUM_FEATURE_LEVELS),
+            "criterion": SetCriterion(cfg),
+            "pixel_mean": tuple(cfg.MODEL.PIXEL_MEAN),
+            "pixel_std": tuple(cfg.MODEL.PIXEL_STD),
+            "num_frames": cfg.INPUT.SAMPLING_FRAME_NUM,
+            "num_classes": mdqe.NUM_CLASSES,
+            "match_stride": mdqe.MATCH_STRIDE,
+            "inference_params": VideoInferenceParams.from_config(cfg),
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def normalize(self, frame: torch.Tensor) -> torch.Tensor:
+        """frame: (3, H, W) uint8 or float in the input format -> (3, H, W) float32 normalised."""
+        return (frame.to(self.device) - self.pixel_mean) / self.pixel_std
+
+    def forward(self, batched_inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """
+        Args:
+            batched_inputs: training: B clips {"image": [T (3, H, W) tensors], "instances": [T Instances]};
+                evaluation: one video {"image": [L frames], "height", "width"}.
+
+        Returns:
+            training: the weighted loss dict; evaluation: the per-video output dict.
+        """
+        if self.training:
+            return self.forward_train(batched_inputs)
+        if len(batched_inputs) != 1:
+            raise ValueError(f"MDQE inference takes one video per batch, got {len(batched_inputs)}")
+        return self.inference_video(batched_inputs[0])
+
+    def forward_train(self, batched_inputs: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """The weighted loss dict of B training clips."""
+        from .targets import prepare_targets
+
+        for i, clip in enumerate(batched_inputs):
+            if len(clip["image"]) != self.num_frames:
+                raise ValueError(
+                    f"training clip {i} has {len(clip['image'])} frames, expected INPUT.SAMPLING_FRAME_NUM="
+                    f"{self.num_frames}"
+                )
+        images = ImageList.from_tensors(
+            [self.normalize(frame) for clip in batched_inputs for frame in clip["image"]],
+            self.size_divisibility,
+        )
+        targets = prepare_targets(
+            batched_inputs,
+            padded_hw=tuple(images.tensor.shape[-2:]),
+            num_frames=self.num_frames,
+            num_classes=self.num_classes,
+            match_stride=self.match_stride,
+            device=self.device,
+        )
+        memory, padding_mask, shapes = self.detr.encode(images)
+        outputs = self.detr.transformer_dec(memory, padding_mask, shapes, self.num_frames)
+        return self.criterion(outputs, targets)
+
+    def decode_clip(
+        self, queries: FrameQueries, values: list[LayerValues], spatial_shapes: torch.Tensor
+    ) -> ClipHeads:
+        """Decoder and heads on one clip.
+
+        Args:
+            queries: the clip's T frames' selected queries (`rpn_logits` unused).
+            values: per layer, the attention values of the T frames.
+            spatial_shapes: (L, 2) int64.
+        """
+        dec = self.detr.transformer_dec
+        features, coords = dec.associate(
+            queries.features[None], queries.coords[None], queries.track_embed[None]
+        )
+        out = dec.decode(features, coords, values, spatial_shapes)
+        clip_query = out.clip_queries[-1, 0]
+        logits, mask_coeff = dec.heads(clip_query)
+        return ClipHeads(cls_probs=logits.sigmoid(), mask_coeff=mask_coeff, query_embed=clip_query)
+
+    @torch.no_grad()
+    def inference_video(self, video: dict[str, Any]) -> dict[str, Any]:
+        """Whole-video inference: per-frame features computed once, clips decoded and tracked.
+
+        Args:
+            video: {"image": L (3, h, w) frames, optional "height"/"width" of the output}.
+
+        Returns:
+            the per-video output dict of `infer_video`.
+        """
+        frames = video["image"]
+        image_size = tuple(frames[0].shape[-2:])
+        output_size = (video.get("height", image_size[0]), video.get("width", image_size[1]))
+        params = self.inference_params
+        cache = _FrameCache(self, frames, chunk=params.clip_len)
+
+        def decode_clip(start: int, end: int) -> ClipHeads:
+            cache.evict_before(start)
+            queries = FrameQueries(
+                rpn_logits=None,
+                coords=cache.gather(start, end, "coords"),
+                features=cache.gather(start, end, "features"),
+                track_embed=cache.gather(start, end, "track_embed"),
+            )
+            return self.decode_clip(queries, cache.values(start, end), cache.spatial_shapes)
+
+        def mask_features(start: int, end: int) -> torch.Tensor:
+            return cache.gather(start, end, "mask_feats").transpose(0, 1)
+
+        return infer_video(len(frames), decode_clip, mask_features, image_size, output_size, params)
