@@ -1,0 +1,122 @@
+"""Builders shared by the inference tests."""
+
+from __future__ import annotations
+
+import torch
+
+from mdqe.inference import ClipHeads, ClipInstances, OverlapTracker, VideoInferenceParams
+from mdqe.inference.tracker import FinalFrame
+
+# The post-processing fixture was produced with configs/R50_ovis_360.yaml.
+POSTPROC_PARAMS = dict(
+    clip_len=4,
+    clip_stride=1,
+    max_num_instances=120,
+    apply_cls_thres=0.1,
+    detections_per_image=15,
+    num_classes=25,
+    match_stride=4,
+)
+
+
+def postproc_params(run: dict) -> VideoInferenceParams:
+    return VideoInferenceParams(window_frames=run["window_frame_num_test"], **POSTPROC_PARAMS)
+
+
+def designed_heads(postproc: dict, start: int, end: int) -> ClipHeads:
+    """The designed decoder outputs of the clip [start, end) of the post-processing fixture."""
+    for call in postproc["design"]["heads_per_call"]:
+        if call["frames"] == list(range(start, end)):
+            return ClipHeads(call["cls"], call["mask_coeff"], call["query_embed"])
+    raise KeyError(f"no designed heads for frames [{start}, {end})")
+
+
+def box_masks(boxes: list[tuple[int, int, int, int]], num_frames: int, size: tuple[int, int]) -> torch.Tensor:
+    """(n, T, H, W) mask logits: +6 inside each (x0, y0, x1, y1) box, -6 elsewhere, same in every frame."""
+    logits = torch.full((len(boxes), num_frames, *size), -6.0)
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        logits[i, :, y0:y1, x0:x1] = 6.0
+    return logits
+
+
+def make_clip(
+    boxes: list[tuple[int, int, int, int]],
+    embeds: torch.Tensor,
+    scores: list[float],
+    num_frames: int = 4,
+    size: tuple[int, int] = (16, 16),
+    num_classes: int = 3,
+) -> ClipInstances:
+    """Clip instances with box masks, given embeddings (n, C) and scores (class 0)."""
+    n = len(boxes)
+    cls_probs = torch.zeros(n, num_classes)
+    cls_probs[:, 0] = torch.tensor(scores)
+    return ClipInstances(
+        candidate_idx=torch.arange(n),
+        scores=torch.tensor(scores),
+        labels=torch.zeros(n, dtype=torch.int64),
+        cls_probs=cls_probs,
+        mask_logits=box_masks(boxes, num_frames, size),
+        query_embeds=embeds.float(),
+    )
+
+
+class RecordingTracker(OverlapTracker):
+    """OverlapTracker that records what the driver asks of it (for tests of `infer_video`)."""
+
+    instances: list[RecordingTracker] = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.updates: list[tuple[int, list[int], list[int]]] = []
+        self.windows: list[tuple[int, torch.Tensor]] = []
+        self.final_frames: list[FinalFrame] = []
+        self.max_open_frames = 0
+        RecordingTracker.instances.append(self)
+
+    def update(self, frame_start, clip):
+        self.max_open_frames = max(self.max_open_frames, self.num_open_frames)
+        track_ids, clip_idx = super().update(frame_start, clip)
+        self.max_open_frames = max(self.max_open_frames, self.num_open_frames)
+        self.updates.append((frame_start, track_ids.tolist(), clip_idx.tolist()))
+        return track_ids, clip_idx
+
+    def end_window(self, is_last):
+        start = self.window_start
+        scores = super().end_window(is_last)
+        self.windows.append((start, scores))
+        return scores
+
+    def pop_final_frames(self, before):
+        frames = super().pop_final_frames(before)
+        self.final_frames.extend(frames)
+        return frames
+
+
+def window_mask_logits(tracker: RecordingTracker, num_frames: int, window_frames: int) -> list[torch.Tensor]:
+    """Per window (N_w, F_w, Hf, Wf) mask logits as the original's `get_result` returns them."""
+    height, width = tracker.final_frames[0].mask_logits.shape[-2:]
+    by_frame = {f.frame: f for f in tracker.final_frames}
+    out = []
+    for i, (start, scores) in enumerate(tracker.windows):
+        # The last window runs to the end of the video, which can be more than window_frames frames.
+        end = num_frames if i == len(tracker.windows) - 1 else start + window_frames
+        logits = torch.zeros(scores.shape[0], end - start, height, width)
+        for frame in range(start, end):
+            if frame in by_frame:
+                logits[by_frame[frame].track_ids, frame - start] = by_frame[frame].mask_logits
+        out.append(logits)
+    return out
+
+
+def probe(tensor: torch.Tensor) -> dict:
+    """The fixture's probe statistics of a tensor."""
+    flat = tensor.flatten().double()
+    n = flat.numel()
+    return {
+        "shape": tuple(tensor.shape),
+        "sum": float(flat.sum()),
+        "min": float(flat.min()),
+        "max": float(flat.max()),
+        "sample": tensor.flatten()[torch.arange(4096) * (n - 1) // 4095],
+    }

@@ -1,0 +1,32 @@
+"""Reference fixtures of the inference tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def _load(path: Path) -> dict:
+    if not path.is_file():
+        pytest.skip(f"reference fixture not found: {path}")
+    return torch.load(path, weights_only=False)
+
+
+@pytest.fixture(scope="session")
+def postproc(reference_dir: Path) -> dict:
+    """fixtures/postproc_seed1.pt: the original's post-processing on designed decoder outputs."""
+    return _load(reference_dir / "fixtures" / "postproc_seed1.pt")
+
+
+@pytest.fixture(scope="session")
+def r50_ovis(reference_dir: Path) -> dict:
+    """fixtures/r50_ovis_seed1.pt: the original model on a 7-frame video."""
+    return _load(reference_dir / "fixtures" / "r50_ovis_seed1.pt")
+
+
+@pytest.fixture(scope="session")
+def r50_ovis_long(reference_dir: Path) -> dict:
+    """fixtures/r50_ovis_seed1_long.pt: the original model on a 12-frame video."""
+    return _load(reference_dir / "fixtures" / "r50_ovis_seed1_long.pt")
