@@ -33,7 +33,11 @@ def _register(name: str, register, *args) -> None:
 def synthetic_root(tmp_path_factory) -> str:
     """A tiny synthetic dataset (5 train videos, 3 valid, 6 COCO images) registered as
     test_synth_train / test_synth_val / test_synth_coco."""
-    root = str(tmp_path_factory.mktemp("datasets"))
+    return make_tiny_synthetic(str(tmp_path_factory.mktemp("datasets")))
+
+
+def make_tiny_synthetic(root: str) -> str:
+    """Write (once) and register the tiny synthetic dataset under `root`; returns its folder."""
     folder = ensure_synthetic_vis(root, TINY_SPLITS, TINY_COCO_IMAGES, TINY_SEED)
     meta = instances_meta(SYNTHETIC_CATEGORIES)
     for name, split in (("test_synth_train", "train"), ("test_synth_val", "valid")):

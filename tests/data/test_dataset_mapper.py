@@ -1,0 +1,146 @@
+"""Clip mappers: shapes, identity consistency, clip-consistent augmentation, pseudo-clips, test mapper."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_SEED, TINY_SPLITS, small_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import transforms as T
+from fvcore.transforms.transform import HFlipTransform
+
+from mdqe.data import CocoClipDatasetMapper, YTVISDatasetMapper
+from mdqe.data.augmentation import RandomFlipClip
+from mdqe.data.build import _seeded_global_rngs
+from mdqe.data.dataset_mapper import sample_clip_frames, source_to_target_classes
+from mdqe.data.synthetic import split_video
+
+
+def _check_clip(out: dict, num_frames: int) -> None:
+    images, instances = out["image"], out["instances"]
+    assert len(images) == len(instances) == len(out["file_names"]) == len(out["frame_idx"]) == num_frames
+    num = len(instances[0])
+    ids = torch.stack([inst.gt_ids for inst in instances], 1)  # (N, T)
+    for image, inst in zip(images, instances):
+        assert image.dtype == torch.uint8 and image.shape[0] == 3
+        assert inst.image_size == tuple(image.shape[1:])
+        assert len(inst) == num
+        assert inst.gt_masks.tensor.shape == (num, *image.shape[1:])
+        assert inst.gt_boxes.tensor.shape == (num, 4)
+        present = inst.gt_ids != -1
+        # a present instance has a mask and a class; an absent one has no class or an empty mask/box
+        assert bool(inst.gt_masks.tensor[present].flatten(1).any(1).all())
+        assert bool((inst.gt_classes[present] >= 0).all())
+    for row in ids:
+        assert len(set(row[row != -1].tolist())) <= 1, f"one row mixes instance ids: {row.tolist()}"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_train_clip_shapes_and_ids_consistent_across_frames(synthetic_root, seed):
+    cfg = small_cfg(
+        INPUT__CROP__ENABLED=True, INPUT__CROP__TYPE="relative_range", INPUT__CROP__SIZE=(0.6, 0.6)
+    )
+    mapper = YTVISDatasetMapper(cfg, is_train=True)
+    record = DatasetCatalog.get("test_synth_train")[seed % 5]
+    with _seeded_global_rngs(seed):
+        out = mapper(record)
+    _check_clip(out, 3)
+    assert len({tuple(im.shape) for im in out["image"]}) == 1  # one resize per clip
+    assert out["video_id"] == record["video_id"] and out["video_len"] == record["length"]
+    assert out["file_names"] == [record["file_names"][i] for i in out["frame_idx"]]
+
+
+def test_train_masks_are_the_generated_masks_under_the_clip_flip(synthetic_root):
+    video = split_video("train", 1, TINY_SEED, TINY_SPLITS["train"])
+    record = DatasetCatalog.get("test_synth_train")[1]
+    height, width = record["height"], record["width"]
+    mapper = YTVISDatasetMapper(
+        is_train=True,
+        augmentations=[T.ResizeShortestEdge(min(height, width), 10_000), RandomFlipClip(prob=1.0)],
+        image_format="RGB",
+        sampling_frame_num=4,
+        sampling_frame_range=3,
+    )
+    with _seeded_global_rngs(0):
+        out = mapper(record)
+    _check_clip(out, 4)
+    ann_ids = sorted({obj["id"] for frame in record["annotations"] for obj in frame})
+    for t, inst in zip(out["frame_idx"], out["instances"]):
+        for row, ann_id in enumerate(inst.gt_ids.tolist()):
+            if ann_id == -1:
+                continue
+            expected = video.masks[ann_ids.index(ann_id), t][:, ::-1]
+            assert np.array_equal(inst.gt_masks.tensor[row].numpy(), expected)
+            assert inst.gt_classes[row] == video.category_ids[ann_ids.index(ann_id)] - 1
+    flipped = np.ascontiguousarray(video.frames[out["frame_idx"][0]][:, ::-1]).astype(np.float32)
+    assert np.abs(out["image"][0].permute(1, 2, 0).numpy() - flipped).mean() < 6
+
+
+def test_flip_by_clip_flips_all_frames_or_none(synthetic_root):
+    cfg = small_cfg(INPUT__SAMPLING_FRAME_NUM=4)
+    mapper = YTVISDatasetMapper(cfg, is_train=True)
+    record = DatasetCatalog.get("test_synth_train")[0]
+    flip = next(a for a in mapper.augmentations if isinstance(a, RandomFlipClip))
+    flips = set()
+    for seed in range(8):
+        with _seeded_global_rngs(seed):
+            tfms = flip.get_clip_transforms([np.zeros((8, 10, 3), np.uint8)] * 4)
+        kinds = {isinstance(t, HFlipTransform) for t in tfms}
+        assert len(kinds) == 1
+        flips |= kinds
+    assert flips == {True, False}
+    assert mapper(record)["image"]  # the full mapper runs with this configuration
+
+
+def test_sampled_frames_stay_within_range_of_a_reference(synthetic_root):
+    for seed in range(50):
+        with _seeded_global_rngs(seed):
+            frames = sample_clip_frames(40, 5, 3)
+        assert frames == sorted(frames) and len(frames) == 5
+        assert max(frames) - min(frames) <= 6
+    with _seeded_global_rngs(0):
+        assert sample_clip_frames(1, 3, 10) == [0, 0, 0]
+
+
+def test_pseudo_clip_from_one_image(synthetic_root):
+    cfg = small_cfg(
+        DATASETS__TRAIN=("test_synth_coco", "test_synth_train"),
+        INPUT__SAMPLING_FRAME_NUM=4,
+        INPUT__PSEUDO__CROP__ENABLED=True,
+        INPUT__PSEUDO__CROP__SIZE=(60, 90),
+    )
+    mapper = CocoClipDatasetMapper(cfg, is_train=True, is_tgt=False, src_dataset_name="test_synth_coco")
+    record = DatasetCatalog.get("test_synth_coco")[2]
+    with _seeded_global_rngs(1):
+        out = mapper(record)
+    _check_clip(out, 4)
+    num = len([a for a in record["annotations"] if not a.get("iscrowd", 0)])
+    ids = torch.stack([inst.gt_ids for inst in out["instances"]], 1)
+    assert ids.shape[0] == num
+    assert set(ids[ids != -1].tolist()) <= set(range(num))
+    # the clip moves: a smooth rotation makes the frames differ
+    assert not torch.equal(out["image"][0], out["image"][-1])
+    assert out["file_names"] == [record["file_name"]] * 4 and 16 <= out["video_len"] <= 48
+    # same categories in source and target: classes are kept
+    classes = {a["category_id"] for a in record["annotations"]}
+    assert set(out["instances"][0].gt_classes[ids[:, 0] != -1].tolist()) <= classes
+
+
+def test_coco_classes_map_onto_the_target_dataset():
+    src2tgt = source_to_target_classes("coco2ovis_train", "ytvis_ovis_train")
+    coco = MetadataCatalog.get("coco2ovis_train").thing_dataset_id_to_contiguous_id
+    assert src2tgt[coco[3]] == 24  # car -> Vehical
+    assert coco[16] not in src2tgt  # bird: no entry, as released
+    assert source_to_target_classes("test_synth_coco", "test_synth_train") is None
+    with pytest.raises(ValueError, match="no category map"):
+        source_to_target_classes("coco2ovis_train", "test_synth_train")
+
+
+def test_test_mapper_returns_every_frame_resized(synthetic_root):
+    cfg = small_cfg(INPUT__MIN_SIZE_TEST=64)
+    record = DatasetCatalog.get("test_synth_val")[0]
+    out = YTVISDatasetMapper(cfg, is_train=False)(record)
+    assert out["frame_idx"] == list(range(record["length"])) and out["instances"] == []
+    assert all(min(im.shape[1:]) == 64 for im in out["image"])
+    assert (out["height"], out["width"]) == (record["height"], record["width"])
