@@ -196,7 +196,7 @@ class MDQEDeformAttn(nn.Module):
         weights: torch.Tensor,
     ) -> torch.Tensor:
         """value (N, T, S, H, D); locations (N, Q, H, T, K, 2); weights (N, Q, H, T, K) -> (N, Q, C)."""
-        n, num_frames = value.shape[:2]
+        num_frames = value.shape[1]
         sizes = spatial_shapes.prod(-1)
         outputs = []
         # one call per feature level: the T frames of a level are the T "levels" of the op
