@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from mdqe.inference import ClipHeads, ClipInstances, OverlapTracker, VideoInferenceParams
@@ -64,7 +66,7 @@ def make_clip(
 class RecordingTracker(OverlapTracker):
     """OverlapTracker that records what the driver asks of it (for tests of `infer_video`)."""
 
-    instances: list[RecordingTracker] = []
+    instances: ClassVar[list[RecordingTracker]] = []
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -120,3 +122,36 @@ def probe(tensor: torch.Tensor) -> dict:
         "max": float(flat.max()),
         "sample": tensor.flatten()[torch.arange(4096) * (n - 1) // 4095],
     }
+
+
+def moving_objects_video(num_frames: int, size: tuple[int, int] = (24, 40), num_queries: int = 8):
+    """Callbacks of a synthetic video: two objects moving right, found by queries 0 and 1 of each clip.
+
+    Mask features are indicator maps of the objects (channel i: object i, last channel: a constant -1
+    bias), so a query's coefficients select its object. Returns (decode_clip, mask_features, calls)
+    where calls records every (start, end) requested from mask_features.
+    """
+    height, width = size
+    num_objects, num_classes, embed_dim = 2, 3, 16
+    feats = torch.zeros(num_objects + 1, num_frames, height, width)
+    for t in range(num_frames):
+        for i in range(num_objects):
+            x0 = (2 * t + 10 * i) % (width - 6)
+            feats[i, t, 6 * i : 6 * i + 6, x0 : x0 + 6] = 1.0
+    feats[-1] = -1.0
+    embeds = torch.randn(num_queries, embed_dim, generator=torch.Generator().manual_seed(0))
+    calls: list[tuple[int, int]] = []
+
+    def decode_clip(start: int, end: int) -> ClipHeads:
+        cls = torch.full((num_queries, num_classes), 0.01)
+        cls[0, 1], cls[1, 2] = 0.9, 0.8
+        coeff = torch.zeros(num_queries, num_objects + 1)
+        coeff[0, 0] = coeff[1, 1] = 1.0
+        coeff[:, -1] = 0.5
+        return ClipHeads(cls, coeff, embeds + 0.01 * start)
+
+    def mask_features(start: int, end: int) -> torch.Tensor:
+        calls.append((start, end))
+        return feats[:, start:end] * 8
+
+    return decode_clip, mask_features, calls

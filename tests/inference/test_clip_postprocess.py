@@ -18,7 +18,9 @@ def test_clip_results_match_original_on_designed_heads(postproc):
     run = postproc["runs"]["default"]
     for frames, expected in zip(run["heads_calls"], run["clip_results"]):
         start, end = frames[0], frames[-1] + 1
-        got = postprocess_clip(designed_heads(postproc, start, end), feats[:, start:end], THRESH, MAX_CANDIDATES)
+        got = postprocess_clip(
+            designed_heads(postproc, start, end), feats[:, start:end], THRESH, MAX_CANDIDATES
+        )
         assert got.candidate_idx.tolist() == expected["valid_idx"].tolist(), frames
         assert got.labels.tolist() == expected["pred_classes"].tolist(), frames
         torch.testing.assert_close(got.scores, expected["scores"], rtol=1e-6, atol=1e-7)
@@ -77,7 +79,9 @@ def test_mask_quality_is_the_mean_foreground_probability():
     logits = torch.full((2, 1, 4, 4), -10.0)
     logits[0, 0, :2] = torch.logit(torch.tensor(0.8))
     logits[0, 0, 2, 0] = torch.logit(torch.tensor(0.6))
-    torch.testing.assert_close(mask_quality_scores(logits), torch.tensor([(8 * 0.8 + 0.6) / 9, 0.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        mask_quality_scores(logits), torch.tensor([(8 * 0.8 + 0.6) / 9, 0.0]), atol=1e-5, rtol=0
+    )
 
 
 def test_duplicate_mask_is_removed_and_scores_are_mask_aware():

@@ -112,7 +112,10 @@ def _track_of(tracker: OverlapTracker, start: int, clip) -> dict[int, int]:
 
 def test_instance_occluded_for_a_clip_keeps_its_id():
     tracker = _tracker(clip_len=2, clip_stride=2)
-    assert _track_of(tracker, 0, make_clip([BOX_A, BOX_B], EMBED[:2], [0.9, 0.8], num_frames=2)) == {0: 0, 1: 1}
+    assert _track_of(tracker, 0, make_clip([BOX_A, BOX_B], EMBED[:2], [0.9, 0.8], num_frames=2)) == {
+        0: 0,
+        1: 1,
+    }
     # A is occluded during frames 2-3: only B is detected.
     assert _track_of(tracker, 2, make_clip([BOX_B], EMBED[1:2], [0.8], num_frames=2)) == {0: 1}
     # A reappears elsewhere (no mask overlap with anything saved); B listed first.
