@@ -384,13 +384,16 @@ def _manifest_params(splits: dict[str, SplitSpec], num_coco_images: int, seed: i
     }
 
 
-def _is_current(path: str, params: dict) -> bool:
-    """Whether `path` holds a complete dataset generated with `params`."""
+def _is_current(path: str, params: dict, any_params: bool) -> bool:
+    """Whether `path` holds a complete dataset of this generator version made with `params` (or, with
+    `any_params`, with any parameters)."""
     try:
         with open(os.path.join(path, "manifest.json")) as f:
             manifest = json.load(f)
     except (OSError, ValueError):
         return False
+    if any_params:
+        return manifest.get("version") == GENERATOR_VERSION
     # json turns tuples into lists: compare through a json round trip
     return all(manifest.get(k) == v for k, v in json.loads(json.dumps(params)).items())
 
@@ -400,20 +403,22 @@ def ensure_synthetic_vis(
     splits: dict[str, SplitSpec] | None = None,
     num_coco_images: int = DEFAULT_NUM_COCO_IMAGES,
     seed: int = DEFAULT_SEED,
+    accept_existing: bool = False,
 ) -> str:
     """Return `root/synthetic_vis`, generating the dataset there first unless it already holds one made
-    with the same parameters and generator version. Safe against concurrent callers (a file lock, then an
-    atomic rename of the finished folder, so no reader ever sees a partial dataset)."""
+    by this generator version with the same parameters (with `accept_existing`: with any parameters, so
+    that a custom dataset written by tools/make_synthetic_vis.py is used as is). Safe against concurrent
+    callers: a file lock, then an atomic rename of the finished folder, so no reader sees a partial one."""
     splits = DEFAULT_SPLITS if splits is None else splits
     params = _manifest_params(splits, num_coco_images, seed)
     target = os.path.join(root, "synthetic_vis")
-    if _is_current(target, params):
+    if _is_current(target, params, accept_existing):
         return target
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, ".synthetic_vis.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if _is_current(target, params):
+            if _is_current(target, params, accept_existing):
                 return target
             logger.info(f"Generating the synthetic occluded-video dataset into {target} ...")
             tmp = tempfile.mkdtemp(prefix=".synthetic_vis.tmp-", dir=root)

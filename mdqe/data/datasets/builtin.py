@@ -70,7 +70,7 @@ def _register_synthetic(root: str) -> None:
         image_root, json_file = os.path.join(root, image_root), os.path.join(root, json_file)
 
         def load(name=name, image_root=image_root, json_file=json_file) -> list[dict]:
-            ensure_synthetic_vis(root)
+            ensure_synthetic_vis(root, accept_existing=True)
             return load_ytvis_json(json_file, image_root, name)
 
         DatasetCatalog.register(name, load)
@@ -79,7 +79,7 @@ def _register_synthetic(root: str) -> None:
         image_root, json_file = os.path.join(root, image_root), os.path.join(root, json_file)
 
         def load_coco(name=name, image_root=image_root, json_file=json_file) -> list[dict]:
-            ensure_synthetic_vis(root)
+            ensure_synthetic_vis(root, accept_existing=True)
             return load_coco_json(json_file, image_root, name)
 
         DatasetCatalog.register(name, load_coco)
