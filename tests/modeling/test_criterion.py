@@ -398,6 +398,20 @@ def test_num_masks_is_all_reduced_when_distributed(tmp_path):
         torch.testing.assert_close(distributed[key], local[key])
 
 
+@pytest.mark.gpu
+def test_cuda_losses_equal_cpu_losses():
+    targets = [
+        make_target([[0.25, 0.25, 0.5, 0.75], [0.375, 0.125, 0.75, 0.5]], [1, 3]),
+        make_target([[0.5, 0.5, 0.875, 0.875]], [2]),
+    ]
+    outputs = make_outputs(targets, perfect=False, seed=5)
+    cpu = make_criterion()(outputs, targets)
+    to_cuda = lambda d: {k: v.detach().cuda() for k, v in d.items()}
+    cuda = make_criterion().cuda()(to_cuda(outputs), [to_cuda(t) for t in targets])
+    for key, value in cpu.items():
+        torch.testing.assert_close(cuda[key].cpu(), value.detach(), rtol=1e-4, atol=1e-6, msg=key)
+
+
 # ------------------------------------------------------------------- the original's loss dict (model)
 def _load_gen_weights(reference_dir: Path):
     spec = importlib.util.spec_from_file_location("gen_weights", reference_dir / "gen_weights.py")

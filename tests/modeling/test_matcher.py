@@ -14,6 +14,7 @@ from mdqe.modeling.matcher import (
     HungarianMatcher,
     batch_mask_costs,
     center_prior,
+    clip_peak_targets,
     dynamic_k_matching,
     grid_reference_points,
     match_clip,
@@ -234,3 +235,50 @@ def test_grid_reference_points_are_pixel_centres():
     assert ref.shape == (8, 2)
     torch.testing.assert_close(ref[0], torch.tensor([0.125, 0.25]))
     torch.testing.assert_close(ref[7], torch.tensor([0.875, 0.75]))
+
+
+# ------------------------------------------------------------------------------- ClipPeakMatcher
+def peak_target(boxes, labels, ids, masks):
+    """boxes: (N, T, 4) normalised; masks: (N, T, Hp, Wp) at the padded size."""
+    return {
+        "labels": torch.tensor(labels),
+        "ids": torch.tensor(ids),
+        "boxes": torch.tensor(boxes, dtype=torch.float32),
+        "masks": masks,
+    }
+
+
+def test_clip_peak_tiny_instance_takes_its_nearest_pixel_and_absent_frames_nothing():
+    masks = torch.zeros(1, 2, 32, 32)
+    masks[0, :, 12, 12] = 1  # one pixel: vanishes on the 4x4 grid
+    target = peak_target([[[0.34, 0.34, 0.41, 0.42]] * 2], [2], [[4, -1]], masks)
+    labels, dist, ids = clip_peak_targets(target, (4, 4), num_classes=3)
+    nearest = 1 * 4 + 1  # grid pixel (1, 1), centre (0.375, 0.375)
+    assert (labels[0] >= 0).nonzero().flatten().tolist() == [nearest] and labels[0, nearest] == 2
+    assert ids[0, nearest] == 4 and (ids[0] >= 0).sum() == 1
+    d = ((0.375 - 0.375) / 0.07) ** 2 + ((0.38 - 0.375) / 0.08) ** 2
+    assert dist[0, nearest, 2].item() == pytest.approx(1 - 2 * d, abs=1e-5)
+    assert (labels[1] == -1).all() and (ids[1] == -1).all()  # absent in frame 1
+
+
+def test_clip_peak_larger_instance_takes_over_overlapping_pixels_with_zero_weight():
+    masks = torch.zeros(2, 1, 16, 16)
+    masks[0, 0, :, :] = 1  # large, visited last
+    masks[1, 0, 4:8, 4:8] = 1  # small, visited first
+    boxes = [[[0.0, 0.0, 1.0, 1.0]], [[0.25, 0.25, 0.5, 0.5]]]
+    target = peak_target(boxes, [0, 1], [[10], [11]], masks)
+    labels, dist, ids = clip_peak_targets(target, (4, 4), num_classes=2)
+    small_pixel = 1 * 4 + 1
+    assert labels[0, small_pixel] == 0 and ids[0, small_pixel] == 10
+    assert dist[0, small_pixel, 0] == 0  # the large instance's weight there is 0
+    assert dist[0, small_pixel, 1] == 1  # the small one's weight stays (centre pixel, d = 0)
+    assert (labels[0] == 0).sum() == 16
+
+
+def test_clip_peak_without_masks_uses_the_centre_distance():
+    target = peak_target([[[0.0, 0.0, 1.0, 1.0]]], [1], [[3]], torch.zeros(1, 1, 8, 8))
+    labels, dist, _ = clip_peak_targets(target, (4, 4), num_classes=2, mask_on=False)
+    ref = grid_reference_points((4, 4))
+    d = ((ref - 0.5) ** 2).sum(-1)
+    assert torch.equal(labels[0] == 1, d < 0.5)
+    torch.testing.assert_close(dist[0, :, 1], torch.where(d < 0.5, 1 - 2 * d, torch.zeros_like(d)))
