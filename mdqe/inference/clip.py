@@ -53,6 +53,17 @@ class ClipInstances:
     def __len__(self) -> int:
         return self.scores.shape[0]
 
+    def to(self, device: torch.device) -> ClipInstances:
+        """The instances on `device`, with float32 mask logits and embeddings (as the tracker keeps them)."""
+        return ClipInstances(
+            candidate_idx=self.candidate_idx.to(device),
+            scores=self.scores.to(device),
+            labels=self.labels.to(device),
+            cls_probs=self.cls_probs.to(device),
+            mask_logits=self.mask_logits.to(device, torch.float32),
+            query_embeds=self.query_embeds.to(device, torch.float32),
+        )
+
 
 def select_queries(
     cls_probs: torch.Tensor, query_embed: torch.Tensor, score_thresh: float, max_num: int

@@ -198,9 +198,7 @@ class OverlapTracker:
             track_ids (m,) and clip_idx (m,) int64: instance clip_idx[i] extends (or opens) track
             track_ids[i]; matched pairs first (in track order), then new tracks.
         """
-        clip = ClipInstances(**{k: v.to(self.device) for k, v in vars(clip).items()})
-        clip.mask_logits = clip.mask_logits.float()
-        clip.query_embeds = clip.query_embeds.float()
+        clip = clip.to(self.device)
         if frame_start < self.window_start:
             raise ValueError(
                 f"clip starting at frame {frame_start} precedes the window start {self.window_start}"

@@ -30,3 +30,12 @@ def r50_ovis(reference_dir: Path) -> dict:
 def r50_ovis_long(reference_dir: Path) -> dict:
     """fixtures/r50_ovis_seed1_long.pt: the original model on a 12-frame video."""
     return _load(reference_dir / "fixtures" / "r50_ovis_seed1_long.pt")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tests run many tiny ops, which more intra-op threads only slow down on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
