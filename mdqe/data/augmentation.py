@@ -13,10 +13,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 from detectron2.config import CfgNode
 from detectron2.data import transforms as T
 from fvcore.transforms.transform import (
+    CropTransform,
     HFlipTransform,
     NoOpTransform,
     Transform,
@@ -35,6 +37,7 @@ __all__ = [
     "apply_clip_augmentations",
     "build_augmentation",
     "build_pseudo_augmentation",
+    "warp_masks",
 ]
 
 
@@ -71,6 +74,33 @@ def apply_clip_augmentations(
         for acc, t in zip(per_frame, tfms):
             acc.append(t)
     return frames, [TransformList(t) for t in per_frame]
+
+
+def warp_masks(masks: np.ndarray, tfms: TransformList) -> np.ndarray:
+    """Apply a frame's transforms to all its instance masks at once.
+
+    Args:
+        masks: (H, W, N) uint8 binary masks, N >= 1.
+    Returns:
+        (H', W', N) uint8, equal to applying `tfms.apply_segmentation` to each mask (detectron2 resizes
+        masks with PIL's NEAREST, which OpenCV's INTER_NEAREST_EXACT reproduces), in one pass per
+        transform instead of one per mask.
+    """
+    for t in tfms.transforms:
+        if isinstance(t, (CropTransform, HFlipTransform, VFlipTransform, NoOpTransform)):
+            masks = t.apply_image(masks)  # slicing / flipping, any number of channels
+        elif isinstance(t, T.ResizeTransform):
+            # cv2 takes at most 512 channels and drops a trailing channel axis of size 1
+            chunks = [masks[..., i : i + 512] for i in range(0, masks.shape[2], 512)]
+            size = (t.new_w, t.new_h)
+            resized = [cv2.resize(c, size, interpolation=cv2.INTER_NEAREST_EXACT) for c in chunks]
+            masks = np.concatenate([r.reshape(t.new_h, t.new_w, -1) for r in resized], axis=2)
+        else:
+            warped = [
+                t.apply_segmentation(np.ascontiguousarray(masks[..., i])) for i in range(masks.shape[2])
+            ]
+            masks = np.stack(warped, axis=2)
+    return np.ascontiguousarray(masks)
 
 
 class RandomApplyClip(ClipAugmentation):

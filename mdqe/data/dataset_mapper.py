@@ -18,14 +18,14 @@ import random
 from collections.abc import Sequence
 
 import numpy as np
+import pycocotools.mask as mask_util
 import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.data import MetadataCatalog
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from detectron2.structures import BitMasks, BoxMode, Instances
+from detectron2.structures import BitMasks, Boxes, BoxMode, Instances
 
-from .augmentation import apply_clip_augmentations, build_augmentation, build_pseudo_augmentation
+from .augmentation import apply_clip_augmentations, build_augmentation, build_pseudo_augmentation, warp_masks
 from .datasets.categories import COCO_TO_OVIS, COCO_TO_YTVIS_2019, COCO_TO_YTVIS_2021
 from .frames import read_frame
 
@@ -99,24 +99,46 @@ def _frame_instances(
     objs: list[dict],
     slots: Sequence[int],
     tfms: T.TransformList,
+    src_size: tuple[int, int],
     image_shape: tuple[int, int],
     src2tgt: dict[int, int] | None,
 ) -> Instances:
-    """Instances of one augmented frame with one row per slot (annotation id); objs absent from the frame
-    get an empty row."""
+    """Instances of one augmented frame, one row per slot (annotation id); slots without an object in
+    `objs` get an empty row (class -1, zero box and mask).
+
+    `src_size` is the (height, width) of the frame before augmentation, `image_shape` after. For RLE
+    masks, the same result as detectron2's transform_instance_annotations + annotations_to_instances
+    (bitmask), with the masks of all objects decoded and warped together instead of one by one.
+    """
+    height, width = image_shape
+    num = len(slots)
     row_of = {obj_id: i for i, obj_id in enumerate(slots)}
-    empty = {"bbox": np.zeros(4), "bbox_mode": BoxMode.XYXY_ABS, "category_id": -1,
-             "segmentation": np.zeros(image_shape, np.uint8)}  # fmt: skip
-    rows = [empty] * len(slots)
+    boxes = np.zeros((num, 4), np.float64)
+    classes = np.full(num, -1, np.int64)
+    masks = np.zeros((num, height, width), bool)
+    rle_rows, rles = [], []
     for obj in objs:
-        # shallow copy: the transform replaces (never mutates) bbox and segmentation
-        rows[row_of[obj["id"]]] = utils.transform_instance_annotations(dict(obj), tfms, image_shape)
-    instances = utils.annotations_to_instances(rows, image_shape, mask_format="bitmask")
-    if not instances.has("gt_masks"):
-        instances.gt_masks = BitMasks(torch.zeros((0, *image_shape), dtype=torch.bool))
+        row = row_of[obj["id"]]
+        classes[row] = obj["category_id"]
+        box = BoxMode.convert(obj["bbox"], obj["bbox_mode"], BoxMode.XYXY_ABS)
+        boxes[row] = tfms.apply_box(np.array([box], np.float64))[0]
+        segm = obj["segmentation"]
+        if not isinstance(segm, dict):
+            # polygons are rasterised at the source size and warped like masks; detectron2 transforms the
+            # polygons instead, which for crops needs shapely, and differs only along the edges
+            segm = mask_util.merge(mask_util.frPyObjects(segm, *src_size))
+        rle_rows.append(row)
+        rles.append(segm)
+    if rles:
+        masks[rle_rows] = warp_masks(mask_util.decode(rles), tfms).transpose(2, 0, 1).astype(bool)
+    boxes = np.minimum(boxes.clip(min=0), [width, height, width, height])
+
+    instances = Instances(image_shape)
+    instances.gt_boxes = Boxes(torch.from_numpy(boxes).float())
     if src2tgt is not None:
-        instances.gt_classes = torch.tensor([src2tgt.get(c, -1) for c in instances.gt_classes.tolist()],
-                                            dtype=torch.int64)  # fmt: skip
+        classes = np.array([src2tgt.get(c, -1) for c in classes.tolist()], np.int64)
+    instances.gt_classes = torch.from_numpy(classes)
+    instances.gt_masks = BitMasks(torch.from_numpy(masks))
     present = {obj["id"] for obj in objs}
     instances.gt_ids = torch.tensor([i if i in present else -1 for i in slots], dtype=torch.int64)
     return filter_empty_instances(instances)
@@ -210,7 +232,7 @@ class YTVISDatasetMapper:
         frame_objs = [[obj for obj in video_annos[i] if not obj.get("iscrowd", 0)] for i in selected]
         slots = list(dict.fromkeys(obj["id"] for objs in frame_objs for obj in objs))
         out["instances"] = [
-            _frame_instances(objs, slots, t, f.shape[:2], self.src2tgt)
+            _frame_instances(objs, slots, t, size, f.shape[:2], self.src2tgt)
             for objs, t, f in zip(frame_objs, tfms, frames)
         ]
         return out
@@ -285,7 +307,8 @@ class CocoClipDatasetMapper:
 
         objs = [{**obj, "id": i} for i, obj in enumerate(a for a in annos if not a.get("iscrowd", 0))]
         slots = list(range(len(objs)))
+        size = image.shape[:2]
         out["instances"] = [
-            _frame_instances(objs, slots, t, f.shape[:2], self.src2tgt) for t, f in zip(tfms, frames)
+            _frame_instances(objs, slots, t, size, f.shape[:2], self.src2tgt) for t, f in zip(tfms, frames)
         ]
         return out

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 import torch
 from conftest import TINY_SEED, TINY_SPLITS, small_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+from detectron2.structures import BoxMode
 from fvcore.transforms.transform import HFlipTransform
 
 from mdqe.data import CocoClipDatasetMapper, YTVISDatasetMapper
-from mdqe.data.augmentation import RandomFlipClip
+from mdqe.data.augmentation import (
+    RandomCropClip,
+    RandomFlipClip,
+    ResizeShortestEdgeClip,
+    apply_clip_augmentations,
+)
 from mdqe.data.build import _seeded_global_rngs
-from mdqe.data.dataset_mapper import sample_clip_frames, source_to_target_classes
+from mdqe.data.dataset_mapper import (
+    _frame_instances,
+    filter_empty_instances,
+    sample_clip_frames,
+    source_to_target_classes,
+)
 from mdqe.data.synthetic import split_video
 
 
@@ -144,3 +157,60 @@ def test_test_mapper_returns_every_frame_resized(synthetic_root):
     assert out["frame_idx"] == list(range(record["length"])) and out["instances"] == []
     assert all(min(im.shape[1:]) == 64 for im in out["image"])
     assert (out["height"], out["width"]) == (record["height"], record["width"])
+
+
+def _reference_instances(objs, slots, tfms, image_shape):
+    """detectron2's per-object path, which `_frame_instances` must reproduce."""
+    rows = [{"bbox": np.zeros(4), "bbox_mode": BoxMode.XYXY_ABS, "category_id": -1,
+             "segmentation": np.zeros(image_shape, np.uint8)} for _ in slots]  # fmt: skip
+    for obj in objs:
+        rows[slots.index(obj["id"])] = utils.transform_instance_annotations(dict(obj), tfms, image_shape)
+    return utils.annotations_to_instances(rows, image_shape, mask_format="bitmask")
+
+
+def _random_objects(rng, height: int, width: int) -> list[dict]:
+    objs = []
+    for i in range(4):
+        mask = np.zeros((height, width), np.uint8)
+        y, x = rng.integers(0, height - 10), rng.integers(0, width - 10)
+        mask[y : y + rng.integers(3, 20), x : x + rng.integers(3, 25)] = 1
+        rle = mask_util.encode(np.asfortranarray(mask))
+        objs.append({"id": 10 + i, "category_id": i, "bbox": [x + 0.5, y + 0.25, 8.0, 6.0],
+                     "bbox_mode": BoxMode.XYWH_ABS, "segmentation": rle})  # fmt: skip
+    return objs
+
+
+def _augmented(seed: int, frame: np.ndarray):
+    augs = [ResizeShortestEdgeClip((37, 61), 200), RandomCropClip("relative_range", (0.6, 0.6))]
+    augs += [RandomFlipClip(0.5)] + ([T.RandomRotation([-15, 15], expand=False)] if seed % 2 else [])
+    with _seeded_global_rngs(seed):
+        (out,), (tfms,) = apply_clip_augmentations(augs, [frame])
+    return out, tfms
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_batched_mask_warping_equals_detectron2s_per_object_path(seed):
+    objs = _random_objects(np.random.default_rng(seed), 50, 70)
+    slots = [10, 11, 12, 13, 99]  # 99: absent from this frame
+    out, tfms = _augmented(seed, np.zeros((50, 70, 3), np.uint8))
+    ours = _frame_instances(objs, slots, tfms, (50, 70), out.shape[:2], None)
+    ref = _reference_instances(objs, slots, tfms, out.shape[:2])
+    ref.gt_ids = torch.tensor([10, 11, 12, 13, -1])
+    ref = filter_empty_instances(ref)
+    assert torch.equal(ours.gt_masks.tensor, ref.gt_masks.tensor)
+    assert torch.allclose(ours.gt_boxes.tensor, ref.gt_boxes.tensor)
+    assert torch.equal(ours.gt_ids, ref.gt_ids) and torch.equal(ours.gt_classes, ref.gt_classes)
+
+
+def test_polygons_are_warped_like_their_rasterisation():
+    polygon = [[5.0, 4.0, 30.5, 6.0, 12.2, 27.7]]
+    rle = mask_util.merge(mask_util.frPyObjects(polygon, 50, 70))
+    out, tfms = _augmented(1, np.zeros((50, 70, 3), np.uint8))
+    obj = {"id": 1, "category_id": 0, "bbox": [5, 4, 25.5, 23.7], "bbox_mode": BoxMode.XYWH_ABS}
+    from_polygon = _frame_instances(
+        [{**obj, "segmentation": polygon}], [1], tfms, (50, 70), out.shape[:2], None
+    )
+    from_rle = _frame_instances([{**obj, "segmentation": rle}], [1], tfms, (50, 70), out.shape[:2], None)
+    assert from_polygon.gt_masks.tensor.any() and torch.equal(
+        from_polygon.gt_masks.tensor, from_rle.gt_masks.tensor
+    )
