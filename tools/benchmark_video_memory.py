@@ -8,7 +8,8 @@ its RSS once the model and the input frames are ready) and the time per frame.
 Two sources of decoder outputs:
 - `synthetic` (default): callbacks at the sizes of R50_ovis_360 (Q=196 queries, K=25 classes, M=32 mask
   channels, C=256, mask features at stride 4 of the padded input) that show objects entering, moving
-  and leaving (one new object every 10 frames, each visible for 40), plus low-scored background queries.
+  and leaving (one new object every 10 frames, each visible for 40, so four or five at any frame), plus
+  low-scored background queries.
 - `model`: the real MDQE meta-architecture built from --config-file (random weights; frames of random
   pixels), through `model(batched_inputs)` on one video.
 
@@ -20,6 +21,7 @@ Two sources of decoder outputs:
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import math
@@ -45,7 +47,11 @@ def _status_kib(field: str) -> int:
 
 
 def _reset_peak_rss() -> None:
-    """Make VmHWM restart from the current RSS (Linux >= 4.0)."""
+    """Return freed heap to the OS, then make VmHWM restart from the current RSS (Linux >= 4.0).
+
+    Without the trim, memory that the warm-up freed but malloc kept would hide the run's own peak.
+    """
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
 
 
@@ -68,7 +74,9 @@ class SyntheticVideo:
         self.new_object_every, self.object_life = new_object_every, object_life
 
     def _alive(self, frame: int) -> list[int]:
-        first = max(0, (frame - self.object_life) // self.new_object_every + 1)
+        # Objects k enter at frame k * new_object_every (k < 0: before the video starts), so every
+        # frame sees the same number of objects, whatever the video length.
+        first = (frame - self.object_life) // self.new_object_every + 1
         return list(range(first, frame // self.new_object_every + 1))
 
     def _object(self, obj: int) -> tuple[torch.Tensor, int]:

@@ -71,7 +71,9 @@ class RecordingTracker(OverlapTracker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.updates: list[tuple[int, list[int], list[int]]] = []
+        self.clips: list[tuple[int, ClipInstances]] = []
         self.windows: list[tuple[int, torch.Tensor]] = []
+        self.window_after_update: list[int] = []
         self.final_frames: list[FinalFrame] = []
         self.max_open_frames = 0
         RecordingTracker.instances.append(self)
@@ -79,6 +81,7 @@ class RecordingTracker(OverlapTracker):
     def update(self, frame_start, clip):
         self.max_open_frames = max(self.max_open_frames, self.num_open_frames)
         track_ids, clip_idx = super().update(frame_start, clip)
+        self.clips.append((frame_start, clip))
         self.max_open_frames = max(self.max_open_frames, self.num_open_frames)
         self.updates.append((frame_start, track_ids.tolist(), clip_idx.tolist()))
         return track_ids, clip_idx
@@ -87,6 +90,7 @@ class RecordingTracker(OverlapTracker):
         start = self.window_start
         scores = super().end_window(is_last)
         self.windows.append((start, scores))
+        self.window_after_update.append(len(self.updates) - 1)
         return scores
 
     def pop_final_frames(self, before):
@@ -155,3 +159,53 @@ def moving_objects_video(num_frames: int, size: tuple[int, int] = (24, 40), num_
         return feats[:, start:end] * 8
 
     return decode_clip, mask_features, calls
+
+
+def random_objects_video(num_frames: int, seed: int, size: tuple[int, int] = (12, 20)):
+    """Callbacks of a random video: objects that enter, leave, are occluded and detected twice.
+
+    Six objects with random lifetimes and motion; each clip decodes the objects visible in it (a query
+    per object, class score in [0.15, 0.9], embedding = the object's + noise), one duplicate query
+    (another embedding, same mask) and background queries. Mask coefficients vary with the clip, so
+    averaged logits differ from any single clip's.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    height, width = size
+    num_objects, num_queries, num_classes, embed_dim = 6, 12, 4, 8
+    first = torch.randint(0, max(num_frames - 3, 1), (num_objects,), generator=gen)
+    life = torch.randint(3, num_frames + 1, (num_objects,), generator=gen)
+    occluded = torch.rand(num_objects, num_frames, generator=gen) < 0.15
+    embeds = torch.randn(num_objects, embed_dim, generator=gen) * 2
+    labels = torch.randint(0, num_classes, (num_objects,), generator=gen)
+    scores = torch.rand(num_objects, generator=gen) * 0.75 + 0.15
+    feats = torch.zeros(num_objects + 1, num_frames, height, width)
+    for i in range(num_objects):
+        y0, x0 = (int(v) for v in torch.randint(0, 6, (2,), generator=gen))
+        vx = int(torch.randint(-1, 2, (1,), generator=gen))
+        for t in range(int(first[i]), min(int(first[i] + life[i]), num_frames)):
+            if not occluded[i, t]:
+                x = (x0 + vx * t) % (width - 6)
+                feats[i, t, y0 : y0 + 6, x : x + 6] = 1.0
+    feats[-1] = -1.0
+
+    def decode_clip(start: int, end: int) -> ClipHeads:
+        g = torch.Generator().manual_seed(seed * 1000 + start)
+        cls = torch.rand(num_queries, num_classes, generator=g) * 0.05
+        coeff = torch.zeros(num_queries, num_objects + 1)
+        coeff[:, -1] = 0.5
+        embed = torch.randn(num_queries, embed_dim, generator=g)
+        visible = [i for i in range(num_objects) if feats[i, start:end].any()]
+        for q, i in enumerate(visible):
+            cls[q, labels[i]] = scores[i]
+            coeff[q, i] = 0.6 + 0.3 * float(torch.rand(1, generator=g))
+            embed[q] = embeds[i] + 0.3 * torch.randn(embed_dim, generator=g)
+        if visible:
+            dup = len(visible)
+            cls[dup, labels[visible[0]]] = scores[visible[0]] * 0.9
+            coeff[dup] = coeff[0]
+        return ClipHeads(cls, coeff.tanh(), embed)
+
+    def mask_features(start: int, end: int) -> torch.Tensor:
+        return feats[:, start:end] * 10
+
+    return decode_clip, mask_features

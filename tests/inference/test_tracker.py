@@ -6,17 +6,19 @@ import logging
 
 import pytest
 import torch
+from _dense_reference import DenseTracker
 from _inference_testing import (
     RecordingTracker,
     designed_heads,
     make_clip,
     postproc_params,
     probe,
+    random_objects_video,
     window_mask_logits,
 )
 
 import mdqe.inference.video as video_module
-from mdqe.inference import OverlapTracker, infer_video
+from mdqe.inference import OverlapTracker, VideoInferenceParams, infer_video
 from mdqe.inference.masks import mask_logits_to_probs
 from mdqe.inference.tracker import bisoftmax_similarity, overlap_mask_iou
 
@@ -192,3 +194,45 @@ def test_final_frames_average_the_clips_that_covered_them():
     torch.testing.assert_close(frames[0].mask_logits, clip0.mask_logits[:, 0])
     torch.testing.assert_close(frames[1].mask_logits, 0.75 * clip0.mask_logits[:, 1])
     assert tracker.num_open_frames == 1
+
+
+@pytest.mark.parametrize(
+    "clip_len, clip_stride, window_frames, num_frames, seed",
+    [
+        (4, 1, 8, 21, 0),
+        (3, 2, 5, 17, 1),
+        (5, 3, 6, 20, 2),
+        (2, 2, 4, 9, 3),
+        (4, 4, 8, 16, 4),
+        (3, 1, 3, 14, 5),
+    ],
+)
+def test_sparse_memory_equals_the_dense_memory_of_the_original(
+    recorded, clip_len, clip_stride, window_frames, num_frames, seed
+):
+    params = VideoInferenceParams(
+        clip_len=clip_len,
+        clip_stride=clip_stride,
+        window_frames=window_frames,
+        max_num_instances=64,
+        apply_cls_thres=0.1,
+        num_classes=4,
+    )
+    decode_clip, mask_features = random_objects_video(num_frames, seed)
+    infer_video(num_frames, decode_clip, mask_features, (48, 80), (48, 80), params)
+    (tracker,) = recorded
+    dense = DenseTracker(clip_len, clip_stride, window_frames, 4, 8, (12, 20), 0.1)
+    expected_cls, expected_logits = [], []
+    for i, (start, clip) in enumerate(tracker.clips):
+        rows, cols = dense.update(start, clip)
+        assert tracker.updates[i] == (start, rows, cols)
+        if i in tracker.window_after_update:
+            cls, logits = dense.window(is_last=i == len(tracker.clips) - 1)
+            expected_cls.append(cls)
+            expected_logits.append(logits)
+    assert tracker.num_tracks >= 3
+    assert len(tracker.windows) == len(expected_cls) > 1
+    for (_, cls), expected in zip(tracker.windows, expected_cls):
+        torch.testing.assert_close(cls, expected, rtol=1e-6, atol=1e-7)
+    for logits, expected in zip(window_mask_logits(tracker, num_frames, window_frames), expected_logits):
+        torch.testing.assert_close(logits, expected, rtol=1e-6, atol=1e-6)
