@@ -283,21 +283,23 @@ class OverlapTracker:
         ious = torch.zeros(self.num_tracks, len(clip), device=self.device)
         if len(overlap) == 0 or len(clip) == 0:
             return ious
+        held = [(k, self._open[frame]) for k, frame in enumerate(overlap) if frame in self._open]
+        if not held:
+            return ious
+        # Only the tracks with a mask in the shared frames can overlap (others score 0, as in the original).
+        tracks = torch.unique(torch.cat([sums.track_ids for _, sums in held]))
+        row_of = torch.full((self.num_tracks,), -1, dtype=torch.int64, device=self.device)
+        row_of[tracks] = torch.arange(tracks.numel(), device=self.device)
         slots_per_track = self._slot_valid[: self._num_slots, : self.num_tracks].sum(dim=0).clamp(min=1)
         height, width = clip.mask_logits.shape[-2:]
-        saved = torch.zeros(
-            self.num_tracks, len(overlap), height, width, dtype=torch.bool, device=self.device
-        )
-        for k, frame in enumerate(overlap):
-            sums = self._open.get(frame)
-            if sums is not None:
-                denom = slots_per_track[sums.track_ids]
-                saved[sums.track_ids, k] = (sums.sums / denom[:, None, None]).sigmoid() > 0.5
+        saved = torch.zeros(tracks.numel(), len(overlap), height, width, dtype=torch.bool, device=self.device)
+        for k, sums in held:
+            denom = slots_per_track[sums.track_ids]
+            saved[row_of[sums.track_ids], k] = (sums.sums / denom[:, None, None]).sigmoid() > 0.5
         incoming = (
             clip.mask_logits[:, overlap.start - frame_start : overlap.stop - frame_start].sigmoid() > 0.5
         )
-        present = saved.flatten(1).any(dim=1)
-        ious[present] = overlap_mask_iou(saved[present].flatten(1), incoming.flatten(1))
+        ious[tracks] = overlap_mask_iou(saved.flatten(1), incoming.flatten(1))
         return ious
 
     def _store(
