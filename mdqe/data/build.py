@@ -177,12 +177,12 @@ def build_train_loader(
     if not names:
         raise ValueError("DATASETS.TRAIN is empty")
     ratios = list(cfg.DATASETS.DATASET_RATIO) or [1.0] * len(names)
-    datasets, mappers = [], []
+    # load first: loading may complete a dataset's metadata, which the class maps of the mappers read
+    datasets = [get_train_dataset_dicts(name, cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS) for name in names]
+    mappers = []
     for i, name in enumerate(names):
-        is_tgt = i == len(names) - 1
         mapper_cls = CocoClipDatasetMapper if is_image_dataset(name) else YTVISDatasetMapper
-        mappers.append(mapper_cls(cfg, is_train=True, is_tgt=is_tgt, src_dataset_name=name))
-        datasets.append(get_train_dataset_dicts(name, cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS))
+        mappers.append(mapper_cls(cfg, is_train=True, is_tgt=i == len(names) - 1, src_dataset_name=name))
     rank = comm.get_rank() if rank is None else rank
     world_size = comm.get_world_size() if world_size is None else world_size
     batch_size = cfg.SOLVER.IMS_PER_BATCH

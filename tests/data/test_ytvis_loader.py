@@ -132,3 +132,24 @@ def test_missing_dataset_gives_one_line_naming_path_dataset_and_remedy(tmp_path,
     message = str(info.value)
     assert "\n" not in message
     assert "ovis/valid.json" in message and "ytvis_ovis_val" in message and "datasets/README.md" in message
+
+
+def test_synthetic_registrations_have_their_metadata():
+    for name in ("synthetic_vis_train", "synthetic_vis_val", "synthetic_coco_train"):
+        meta = MetadataCatalog.get(name)
+        assert meta.thing_classes == ["circle", "square", "triangle", "star", "ring"]
+        assert "synthetic_vis" in meta.json_file
+    assert MetadataCatalog.get("synthetic_vis_val").evaluator_type == "ytvis"
+    assert MetadataCatalog.get("synthetic_coco_train").evaluator_type == "coco"
+
+
+@pytest.mark.slow
+def test_synthetic_vis_val_is_generated_on_first_use_and_round_trips():
+    # generates the default dataset under $DETECTRON2_DATASETS on first use (a few seconds)
+    record = DatasetCatalog.get("synthetic_vis_val")[0]
+    video = split_video("valid", 0)
+    ids = sorted({obj["id"] for frame in record["annotations"] for obj in frame})
+    assert len(ids) == len(video.masks) and record["length"] == video.masks.shape[1]
+    for t, frame in enumerate(record["annotations"]):
+        for obj in frame:
+            assert np.array_equal(_decode(obj["segmentation"]), video.masks[ids.index(obj["id"]), t])
