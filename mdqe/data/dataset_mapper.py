@@ -124,6 +124,8 @@ def _frame_instances(
         boxes[row] = tfms.apply_box(np.array([box], np.float64))[0]
         segm = obj["segmentation"]
         if not isinstance(segm, dict):
+            if not segm:  # no polygon left: an empty mask, filtered out below
+                continue
             # polygons are rasterised at the source size and warped like masks; detectron2 transforms the
             # polygons instead, which for crops needs shapely, and differs only along the edges
             segm = mask_util.merge(mask_util.frPyObjects(segm, *src_size))

@@ -214,3 +214,16 @@ def test_polygons_are_warped_like_their_rasterisation():
     assert from_polygon.gt_masks.tensor.any() and torch.equal(
         from_polygon.gt_masks.tensor, from_rle.gt_masks.tensor
     )
+
+
+def test_an_object_without_polygons_is_marked_absent():
+    out, tfms = _augmented(0, np.zeros((50, 70, 3), np.uint8))
+    obj = {
+        "id": 4,
+        "category_id": 1,
+        "bbox": [5.0, 4.0, 9.0, 9.0],
+        "bbox_mode": BoxMode.XYWH_ABS,
+        "segmentation": [],
+    }
+    inst = _frame_instances([obj], [4], tfms, (50, 70), out.shape[:2], None)
+    assert inst.gt_ids.tolist() == [-1] and not inst.gt_masks.tensor.any()
