@@ -13,75 +13,17 @@
 
 #include "cpu/ms_deform_attn_cpu.h"
 
+#include "ms_deform_attn_common.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <vector>
 
 namespace mdqe {
 namespace {
-
-struct Sizes {
-  int64_t batch, tokens, heads, channels, queries, levels, points;
-
-  // Multiply-adds of a forward pass: four corners per sample.
-  int64_t work() const {
-    return 4 * batch * queries * heads * levels * points * channels;
-  }
-};
-
-Sizes get_sizes(const at::Tensor& value, const at::Tensor& sampling_locations) {
-  return {
-      value.size(0),
-      value.size(1),
-      value.size(2),
-      value.size(3),
-      sampling_locations.size(1),
-      sampling_locations.size(3),
-      sampling_locations.size(4)};
-}
-
-// The sampling location (x, y) in [0, 1] of a (H, W) map as a bilinear stencil on value rows
-// (align_corners=False: pixel coordinate x * W - 0.5). A corner outside the map has weight 0 and row -1.
-template <typename scalar_t>
-struct Stencil {
-  int64_t row[4];  // top-left, top-right, bottom-left, bottom-right
-  scalar_t weight[4];
-  scalar_t fx, fy;  // fractional position inside the cell, for the location gradient
-};
-
-// Returns false when the location is so far outside the map that no corner contributes.
-template <typename scalar_t>
-inline bool make_stencil(scalar_t x, scalar_t y, int64_t height, int64_t width, Stencil<scalar_t>& s) {
-  const scalar_t px = x * static_cast<scalar_t>(width) - scalar_t(0.5);
-  const scalar_t py = y * static_cast<scalar_t>(height) - scalar_t(0.5);
-  // Also rejects NaN, and keeps the int conversion below in range.
-  if (!(px > scalar_t(-1) && py > scalar_t(-1) && px < static_cast<scalar_t>(width) &&
-        py < static_cast<scalar_t>(height))) {
-    return false;
-  }
-  const scalar_t x0f = std::floor(px);
-  const scalar_t y0f = std::floor(py);
-  const int64_t x0 = static_cast<int64_t>(x0f);
-  const int64_t y0 = static_cast<int64_t>(y0f);
-  s.fx = px - x0f;
-  s.fy = py - y0f;
-  const scalar_t gx = scalar_t(1) - s.fx;
-  const scalar_t gy = scalar_t(1) - s.fy;
-  const bool left = x0 >= 0, right = x0 + 1 < width, top = y0 >= 0, bottom = y0 + 1 < height;
-  s.row[0] = (top && left) ? y0 * width + x0 : -1;
-  s.row[1] = (top && right) ? y0 * width + x0 + 1 : -1;
-  s.row[2] = (bottom && left) ? (y0 + 1) * width + x0 : -1;
-  s.row[3] = (bottom && right) ? (y0 + 1) * width + x0 + 1 : -1;
-  s.weight[0] = gy * gx;
-  s.weight[1] = gy * s.fx;
-  s.weight[2] = s.fy * gx;
-  s.weight[3] = s.fy * s.fx;
-  return true;
-}
 
 template <typename scalar_t>
 inline void axpy(scalar_t alpha, const scalar_t* __restrict x, scalar_t* __restrict y, int64_t n) {
@@ -159,8 +101,8 @@ void forward_kernel(
             continue;
           }
           for (int c = 0; c < 4; ++c) {
-            if (s.row[c] >= 0) {
-              axpy(attn[i] * s.weight[c], level_value + s.row[c] * z.channels, acc.data(), z.channels);
+            if (s.pixel[c] >= 0) {
+              axpy(attn[i] * s.weight[c], level_value + s.pixel[c] * z.channels, acc.data(), z.channels);
             }
           }
         }
@@ -212,19 +154,13 @@ void backward_kernel(
           }
           scalar_t dot[4] = {0, 0, 0, 0};  // <value row, grad_out> per corner
           for (int c = 0; c < 4; ++c) {
-            if (s.row[c] >= 0) {
-              const int64_t row = offset + s.row[c] * z.channels;
+            if (s.pixel[c] >= 0) {
+              const int64_t row = offset + s.pixel[c] * z.channels;
               dot[c] =
                   dot_and_axpy(value + row, grad_out, attn[i] * s.weight[c], grad_value + row, z.channels);
             }
           }
-          grad_attn[i] = s.weight[0] * dot[0] + s.weight[1] * dot[1] + s.weight[2] * dot[2] +
-              s.weight[3] * dot[3];
-          // d(pixel x)/dx = W and d(pixel y)/dy = H
-          const scalar_t d_px = (scalar_t(1) - s.fy) * (dot[1] - dot[0]) + s.fy * (dot[3] - dot[2]);
-          const scalar_t d_py = (scalar_t(1) - s.fx) * (dot[2] - dot[0]) + s.fx * (dot[3] - dot[1]);
-          grad_loc[2 * i] = attn[i] * static_cast<scalar_t>(width) * d_px;
-          grad_loc[2 * i + 1] = attn[i] * static_cast<scalar_t>(height) * d_py;
+          sample_gradients(s, dot, attn[i], height, width, grad_attn[i], grad_loc[2 * i], grad_loc[2 * i + 1]);
         }
       }
     }
