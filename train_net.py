@@ -43,8 +43,11 @@ warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import CfgNode, get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog  # noqa: E402
-from detectron2.engine import default_argument_parser, default_setup  # noqa: E402
+from detectron2.engine import default_argument_parser  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.collect_env import collect_env_info  # noqa: E402
+from detectron2.utils.env import seed_all_rng  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from mdqe import add_mdqe_config  # noqa: E402
 from mdqe.engine import launch  # noqa: E402
@@ -101,9 +104,38 @@ def check_run_inputs(cfg: CfgNode, eval_only: bool, resume: bool) -> None:
             sys.exit(f"error: {e}")
 
 
+def _environment_info() -> str:
+    try:
+        return collect_env_info()
+    except (
+        ImportError
+    ):  # detectron2 installed without its compiled ops (tools/install.sh) has no compiler info
+        import detectron2
+        import torch
+
+        return f"PyTorch {torch.__version__}, detectron2 {detectron2.__version__} (Python-only install)"
+
+
 def setup(args) -> CfgNode:
+    """The config, plus what detectron2's `default_setup` does: output folder, loggers (detectron2, fvcore,
+    mdqe) writing to OUTPUT_DIR/log.txt, environment and config in the log, OUTPUT_DIR/config.yaml,
+    per-rank seeding (SEED + rank when SEED >= 0)."""
     cfg = load_config(args.config_file, args.opts)
-    default_setup(cfg, args)
+    rank = comm.get_rank()
+    if comm.is_main_process():
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    for name in ("fvcore", "mdqe"):
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank, name=name, abbrev_name=name)
+    d2_logger = setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank)
+    d2_logger.info(f"Rank of current process: {rank}. World size: {comm.get_world_size()}")
+    d2_logger.info("Environment info:\n" + _environment_info())
+    d2_logger.info(f"Command line arguments: {args}")
+    if comm.is_main_process():
+        path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+        with open(path, "w") as f:
+            f.write(cfg.dump())
+        d2_logger.info(f"Running with full config:\n{cfg.dump()}\nFull config saved to {path}")
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
     return cfg
 
 

@@ -92,6 +92,21 @@ class Trainer(DefaultTrainer):
             else:
                 self._trainer._data_loader_iter = iter(loader)
 
+    def state_dict(self) -> dict:
+        """Iteration and hook state, plus the optimizer (and AMP grad scaler) state under "_trainer",
+        which detectron2 v0.6's DefaultTrainer leaves out of its checkpoints (later versions save it
+        under the same key)."""
+        state = super().state_dict()
+        state["_trainer"] = self._trainer.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logger.warning("The checkpoint has no optimizer state: the optimizer restarts from scratch")
+
     def build_hooks(self) -> list:
         """detectron2's default hooks, preceded by per-iteration seeding when SEED >= 0."""
         hooks = super().build_hooks()
