@@ -235,10 +235,13 @@ def main() -> None:
         results.append(json.loads(line))
         r = results[-1]
         logger.info(
-            "%s %dx%d, %4d frames: %.3f s/frame, extra peak RSS %.1f MiB (baseline %.0f MiB), %d predictions",
+            "%s %dx%d -> %dx%d, %4d frames: %.3f s/frame, extra peak RSS %.1f MiB (baseline %.0f MiB), "
+            "%d predictions",
             args.source,
             args.height,
             args.width,
+            args.output_height or args.height,
+            args.output_width or args.width,
             r["frames"],
             r["seconds_per_frame"],
             r["extra_peak_mib"],
