@@ -135,16 +135,19 @@ class _Instance:
     stored_mean_area: float = 0.0  # ground truth: mean of the annotation's "areas"
 
 
-_COMPRESSED = (str, bytes)
+_COMPRESSED = {str, bytes}
 
 
 def _track(segms: Sequence[Any], size: tuple[int, int], where: str) -> _Track:
     """A mask sequence (compressed / uncompressed RLE, polygons; falsy = absent) as a `_Track`."""
-    present = [(f, m) for f, m in enumerate(segms) if m]
-    frames = np.fromiter((f for f, _ in present), np.int64, len(present))
-    rles = [m for _, m in present]
+    frames = [f for f, m in enumerate(segms) if m]
+    rles = [segms[f] for f in frames]
     try:
-        if not all(type(m) is dict and type(m["counts"]) in _COMPRESSED for m in rles):
+        try:
+            compressed = {type(m["counts"]) for m in rles} <= _COMPRESSED
+        except (KeyError, TypeError):
+            compressed = False
+        if not compressed:
             rles = _to_compressed(rles, size)
         expected = list(size)
         bad = [i for i, m in enumerate(rles) if m["size"] != expected and list(m["size"]) != expected]
@@ -155,7 +158,7 @@ def _track(segms: Sequence[Any], size: tuple[int, int], where: str) -> _Track:
             f"{where}, frame {frames[bad[0]]}: mask size {list(rles[bad[0]]['size'])} differs from the "
             f"video's (height, width) {expected}"
         )
-    return _Track(len(segms), frames, rles)
+    return _Track(len(segms), np.array(frames, np.int64), rles)
 
 
 def _to_compressed(masks: list, size: tuple[int, int]) -> list[dict]:
@@ -168,7 +171,7 @@ def _to_compressed(masks: list, size: tuple[int, int]) -> list[dict]:
     for i, m in enumerate(masks):
         if isinstance(m, list):  # polygons
             out[i] = mask_util.merge(mask_util.frPyObjects(m, *size))
-        elif not (isinstance(m, dict) and isinstance(m["counts"], (*_COMPRESSED, list)) and "size" in m):
+        elif not (isinstance(m, dict) and isinstance(m["counts"], (str, bytes, list)) and "size" in m):
             raise ValueError(f"unreadable mask {m!r:.60}")
     return out
 
