@@ -66,6 +66,14 @@ def test_every_parameter_gets_a_gradient(gradients):
     assert not missing
 
 
+# SetCriterion.reid_losses averages over each process's own anchors; equality needs it to divide by the
+# anchor count all-reduced over processes / world size (as num_masks). Strict: remove once fixed.
+NEEDS_GLOBAL_ANCHOR_COUNT = pytest.mark.xfail(
+    strict=True, reason="SetCriterion's contrastive losses are not yet normalised by the global anchor count"
+)
+
+
+@NEEDS_GLOBAL_ANCHOR_COUNT
 def test_two_processes_compute_the_single_process_gradients(gradients):
     single, double = gradients[1]["grads"], gradients[2]["grads"]
     assert single.keys() == double.keys()
@@ -73,6 +81,7 @@ def test_two_processes_compute_the_single_process_gradients(gradients):
         torch.testing.assert_close(double[name], grad, rtol=1e-5, atol=1e-5, msg=name)
 
 
+@NEEDS_GLOBAL_ANCHOR_COUNT
 def test_logged_losses_average_to_the_single_process_losses(gradients):
     """detectron2 logs the mean over processes of each loss; it equals the single-process value."""
     (single,) = gradients[1]["losses"]
