@@ -132,7 +132,7 @@ class _Instance:
     score: float = 0.0  # predictions
     ann_id: Any = None  # ground truth
     iscrowd: bool = False  # ground truth
-    stored_mean_area: float = 0.0  # ground truth: mean of the annotation's "areas"
+    stored_mean_area: float = math.nan  # ground truth: mean of its "areas"; NaN: none stored
 
 
 _COMPRESSED = {str, bytes}
@@ -494,7 +494,8 @@ def evaluate_ytvis(gt: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) 
     Args:
         gt: a YouTube-VIS annotation dict ("videos" with id/height/width, "categories" with id,
             "annotations" with id, video_id, category_id, iscrowd, segmentations (per-frame RLE,
-            uncompressed RLE or polygons, null where absent) and areas).
+            uncompressed RLE or polygons, null where absent) and areas (its masks' areas when absent;
+            the official API requires them)).
         results: CodaLab entries {"video_id", "category_id", "score", "segmentations"}; may be empty
             (then every defined metric is 0). A video_id that is not in `gt` is an error; a
             category_id that is not in `gt` is ignored, as in the official code.
