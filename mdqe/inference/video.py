@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable
 
 import torch
@@ -13,8 +12,6 @@ from .tracker import FinalFrame, OverlapTracker
 from .types import ClipHeads, VideoInferenceParams
 
 __all__ = ["VideoResultAssembler", "clip_starts", "infer_video", "merge_window_scores", "select_predictions"]
-
-logger = logging.getLogger(__name__)
 
 # The final top-k keeps at least this many (track, class) pairs, and every pair scored above _MIN_SCORE.
 _MIN_TOPK = 10
@@ -55,7 +52,7 @@ def merge_window_scores(window_scores: list[torch.Tensor]) -> torch.Tensor:
 
 
 def select_predictions(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Multi-label top-k over (track, class) pairs: k = max(#(score > 0.05), 10).
+    """Multi-label top-k over (track, class) pairs: k = max(#(score > 0.05), 10), at most N * K.
 
     A track can be emitted under several classes. The original takes an unsorted top-k; here the pairs
     come sorted by score (descending, ties: track then class ascending).

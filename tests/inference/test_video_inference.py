@@ -121,3 +121,11 @@ def test_wrong_number_of_classes_is_reported():
     decode_clip, mask_features, _ = moving_objects_video(5)
     with pytest.raises(ValueError, match="NUM_CLASSES is 25"):
         infer_video(5, decode_clip, mask_features, (96, 160), (96, 160), VideoInferenceParams(num_classes=25))
+
+
+def test_video_without_any_mask_gives_no_predictions():
+    decode_clip, mask_features, _ = moving_objects_video(6)
+    params = VideoInferenceParams(clip_len=4, window_frames=4, num_classes=3)
+    blank = lambda s, e: -mask_features(s, e).abs() - 1  # every mask logit negative
+    out = infer_video(6, decode_clip, blank, (96, 160), (96, 160), params)
+    assert out == {"image_size": (96, 160), "pred_scores": [], "pred_labels": [], "pred_masks": []}
