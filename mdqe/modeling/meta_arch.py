@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -305,21 +305,24 @@ class MDQE(nn.Module):
         logits, mask_coeff = dec.heads(clip_query)
         return ClipHeads(cls_probs=logits.sigmoid(), mask_coeff=mask_coeff, query_embed=clip_query)
 
-    @torch.no_grad()
-    def inference_video(self, video: dict[str, Any]) -> dict[str, Any]:
-        """Whole-video inference: per-frame features computed once, clips decoded and tracked.
+    def clip_decoders(
+        self, frames: list[torch.Tensor]
+    ) -> tuple[Callable[[int, int], ClipHeads], Callable[[int, int], torch.Tensor]]:
+        """The `decode_clip` and `mask_features` callbacks of `infer_video` for one video.
+
+        Per-frame work (backbone, encoder, mask head, query selection, value projections) is done once
+        per frame, in chunks of SAMPLING_FRAME_NUM_TEST frames, and dropped when a clip starts after
+        the frame, so memory is bounded by the clip length, not the video length. Clips must be
+        requested with non-decreasing starts (a dropped frame is recomputed if asked for again).
 
         Args:
-            video: {"image": L (3, h, w) frames, optional "height"/"width" of the output}.
+            frames: L (3, h, w) frames of one video, all of the same size, in the input format.
 
         Returns:
-            the per-video output dict of `infer_video`.
+            decode_clip(start, end) -> ClipHeads of frames [start, end);
+            mask_features(start, end) -> (M, end - start, Hf, Wf) stride-4 mask features.
         """
-        frames = video["image"]
-        image_size = tuple(frames[0].shape[-2:])
-        output_size = (video.get("height", image_size[0]), video.get("width", image_size[1]))
-        params = self.inference_params
-        cache = _FrameCache(self, frames, chunk=params.clip_len)
+        cache = _FrameCache(self, frames, chunk=self.inference_params.clip_len)
 
         def decode_clip(start: int, end: int) -> ClipHeads:
             cache.evict_before(start)
@@ -334,4 +337,22 @@ class MDQE(nn.Module):
         def mask_features(start: int, end: int) -> torch.Tensor:
             return cache.gather(start, end, "mask_feats").transpose(0, 1)
 
-        return infer_video(len(frames), decode_clip, mask_features, image_size, output_size, params)
+        return decode_clip, mask_features
+
+    @torch.no_grad()
+    def inference_video(self, video: dict[str, Any]) -> dict[str, Any]:
+        """Whole-video inference: per-frame features computed once, clips decoded and tracked.
+
+        Args:
+            video: {"image": L (3, h, w) frames, optional "height"/"width" of the output}.
+
+        Returns:
+            the per-video output dict of `infer_video`.
+        """
+        frames = video["image"]
+        image_size = tuple(frames[0].shape[-2:])
+        output_size = (video.get("height", image_size[0]), video.get("width", image_size[1]))
+        decode_clip, mask_features = self.clip_decoders(frames)
+        return infer_video(
+            len(frames), decode_clip, mask_features, image_size, output_size, self.inference_params
+        )
