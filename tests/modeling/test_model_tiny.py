@@ -1,0 +1,169 @@
+"""A tiny MDQE (ResNet-18, C = 64, 16 queries, small frames) on CPU: training step, video inference,
+per-frame caching, and the query-initialisation and temporal-frame helpers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.structures import BitMasks, ImageList, Instances
+
+from mdqe.config import add_mdqe_config
+from mdqe.modeling import MDQE
+from mdqe.modeling.decoder import FrameQueries, temporal_frame_indices
+from mdqe.modeling.query_init import associate_queries, grid_relative_positions, select_grid_queries
+
+HEIGHT, WIDTH = 64, 96
+
+
+def tiny_cfg():
+    cfg = get_cfg()
+    add_mdqe_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "MDQE"
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
+    cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+    cfg.MODEL.BACKBONE.FREEZE_AT = -1
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
+    mdqe = cfg.MODEL.MDQE
+    mdqe.NUM_CLASSES = 3
+    mdqe.HIDDEN_DIM = 64
+    mdqe.NHEADS = 4
+    mdqe.ENC_LAYERS = 1
+    mdqe.DEC_LAYERS = 2
+    mdqe.ENC_NUM_POINTS = 2
+    mdqe.DEC_NUM_POINTS = 2
+    mdqe.NUM_OBJECT_QUERIES = 16
+    mdqe.QUERY_EMBED_DIM = 16
+    mdqe.WINDOW_INTER_FRAME_ASSOCIATION = 2
+    mdqe.SAMPLING_FRAME_NUM_TEST = 3
+    mdqe.WINDOW_FRAME_NUM_TEST = 4
+    mdqe.MAX_NUM_INSTANCES = 10
+    mdqe.APPLY_CLS_THRES = 0.0
+    cfg.INPUT.SAMPLING_FRAME_NUM = 2
+    cfg.TEST.DETECTIONS_PER_IMAGE = 5
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return MDQE(tiny_cfg()).eval()
+
+
+def _frames(num: int, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return list(torch.randint(0, 256, (num, 3, HEIGHT, WIDTH), dtype=torch.uint8, generator=g))
+
+
+def _clip(num_frames: int) -> dict:
+    instances = []
+    for t in range(num_frames):
+        masks = torch.zeros(2, HEIGHT, WIDTH, dtype=torch.bool)
+        masks[0, 10 + t : 30 + t, 10:40] = True
+        masks[1, 30:60, 50 + 2 * t : 90] = True
+        inst = Instances((HEIGHT, WIDTH))
+        inst.gt_classes = torch.tensor([0, 2])
+        inst.gt_ids = torch.tensor([0, 1])
+        inst.gt_masks = BitMasks(masks)
+        inst.gt_boxes = inst.gt_masks.get_bounding_boxes()
+        instances.append(inst)
+    return {"image": _frames(num_frames, seed=1), "instances": instances, "height": HEIGHT, "width": WIDTH}
+
+
+def test_training_step_gives_every_loss_and_a_gradient_to_every_parameter(model):
+    model.train()
+    try:
+        losses = model([_clip(2), _clip(2)])
+        assert len(losses) == 3 + 5 * (2 + 1)
+        assert {
+            "loss_sem_cls_query_init",
+            "loss_reid_query_init",
+            "loss_cls",
+            "loss_mask_0",
+            "loss_dice_1",
+        } <= set(losses)
+        total = sum(losses.values())
+        assert torch.isfinite(total)
+        total.backward()
+        no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert no_grad == []
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+
+def test_training_rejects_clips_of_the_wrong_length(model):
+    model.train()
+    try:
+        with pytest.raises(ValueError, match="SAMPLING_FRAME_NUM"):
+            model([_clip(3)])
+    finally:
+        model.eval()
+
+
+def test_video_inference_returns_the_per_video_output_dict(model):
+    out = model([{"image": _frames(7), "height": 2 * HEIGHT, "width": 2 * WIDTH}])
+    assert out["image_size"] == (2 * HEIGHT, 2 * WIDTH)
+    assert len(out["pred_scores"]) == len(out["pred_labels"]) == len(out["pred_masks"]) > 0
+    assert all(0 <= label < 3 for label in out["pred_labels"])
+    for per_frame in out["pred_masks"]:
+        assert len(per_frame) == 7
+        for rle in per_frame:
+            assert rle is None or rle["size"] == [2 * HEIGHT, 2 * WIDTH]
+
+
+def test_cached_per_frame_features_give_the_heads_of_clips_decoded_from_scratch(model):
+    frames = _frames(6, seed=3)
+    encoded = []
+    hook = model.detr.transformer_enc.register_forward_hook(lambda m, i, o: encoded.append(o[0].shape[0]))
+    try:
+        with torch.no_grad():
+            decode_clip, mask_features = model.clip_decoders(frames)
+            cached = [decode_clip(s, min(s + 3, 6)) for s in range(4)]
+            feats = mask_features(3, 6)
+    finally:
+        hook.remove()
+    assert sum(encoded) == 6  # every frame encoded exactly once
+    assert feats.shape == (8, 3, HEIGHT // 4, WIDTH // 4)
+    dec = model.detr.transformer_dec
+    for s, heads in enumerate(cached):
+        with torch.no_grad():
+            clip = frames[s : min(s + 3, 6)]
+            images = ImageList.from_tensors([model.normalize(f) for f in clip], 32)
+            memory, padding, shapes = model.detr.encode(images)
+            q = dec.init_frame_queries(memory, shapes)
+            queries = FrameQueries(None, q.coords, q.features, q.track_embed)
+            fresh = model.decode_clip(queries, dec.project_values(memory, padding), shapes)
+        torch.testing.assert_close(heads.cls_probs, fresh.cls_probs, atol=1e-5, rtol=0)
+        torch.testing.assert_close(heads.mask_coeff, fresh.mask_coeff, atol=1e-5, rtol=0)
+        torch.testing.assert_close(heads.query_embed, fresh.query_embed, atol=1e-5, rtol=0)
+
+
+def test_grid_selection_picks_the_peak_of_each_cell():
+    logits = torch.full((1, 8, 8, 2), -10.0)
+    logits[0, 1, 6, 1] = 10.0  # top-right cell of a 2 x 2 grid
+    coords = select_grid_queries(logits, 2)
+    assert coords.shape == (1, 4, 2)
+    # the peak of the upsampled (20 x 20) map lies around pixel (6.5 / 8) * 20, (1.5 / 8) * 20
+    x, y = coords[0, 1].tolist()
+    assert abs(x - 6.5 / 8) < 0.1 and abs(y - 1.5 / 8) < 0.1
+
+
+def test_association_keeps_the_key_frame_and_follows_the_embeddings():
+    grid = grid_relative_positions(3)
+    embed = torch.randn(1, 3, 9, 4)
+    embed[0, 2] = embed[0, 1][torch.tensor([1, 0, 2, 3, 4, 5, 6, 7, 8])] * 10  # frame 2: cells 0, 1 swapped
+    index = associate_queries(embed, grid, window=2)
+    assert index[0, 1].tolist() == list(range(9))  # key frame ct = 1 keeps its order
+    assert index[0, 2, :2].tolist() == [1, 0]
+
+
+def test_temporal_frames_subsample_long_clips_and_pad_short_ones():
+    assert temporal_frame_indices(4, 4) == [0, 1, 2, 3]
+    assert temporal_frame_indices(3, 4) == [0, 1, 2, 2]
+    assert temporal_frame_indices(4, 3) == [0, 1, 2]
+    assert temporal_frame_indices(8, 2) == [3, 7]
+    assert temporal_frame_indices(1, 2) == [0, 0]
