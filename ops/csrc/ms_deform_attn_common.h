@@ -2,7 +2,7 @@
 // bilinear stencil of one sampling location.
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 
 #include <cmath>
 #include <cstdint>

@@ -2,7 +2,7 @@
 // dispatcher in vision.cpp; shapes are documented there.
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 
 #include <tuple>
 
