@@ -8,9 +8,10 @@ encoder token (Lq = S = 5100).
 Every variant (implementation x forward / forward+backward) runs in its own subprocess, so that its peak
 memory is its own: the extra peak is the process's peak resident set size during the timed runs (VmHWM,
 reset after a warm-up run) minus its resident size before them, i.e. what the op allocates on top of its
-inputs (on CUDA: the peak of torch's allocator over the allocated memory before the runs). Prints a table, then one JSON line with every figure.
+inputs (on CUDA: the peak of torch's allocator over the allocated memory before the runs). Prints a table,
+then one JSON line with every figure.
 
-    python tools/benchmark_ms_deform_attn.py [--device cpu|cuda] [--dtype float32|float64] [--repeats 5]
+    python tools/benchmark_ms_deform_attn.py [--device cpu|cuda] [--dtype float32|float64] [--threads T]
 """
 
 from __future__ import annotations
@@ -129,10 +130,13 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=4)
     parser.add_argument("--channels", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     parser.add_argument("--impl", choices=list(IMPLS), help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     if args.impl is not None:  # subprocess of one variant
         print(json.dumps(worker(args)))
         return
@@ -144,7 +148,7 @@ def main() -> None:
     common = [
         f"--{k}={getattr(args, k)}" for k in ("device", "dtype", "frames", "heads", "points", "channels")
     ]
-    common.append(f"--repeats={args.repeats}")
+    common += [f"--repeats={args.repeats}", f"--threads={torch.get_num_threads()}"]
     # A fixed mmap threshold makes glibc return every freed large block to the system, so that the
     # resident size measures live tensors rather than what the allocator kept from the warm-up run.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
@@ -167,17 +171,18 @@ def main() -> None:
         "P": args.points,
         "levels": [list(level) for level in LEVELS],
     }
-    print(
-        f"shape {shape}, {args.dtype} on {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    )
-    print(f"{'variant':<40} {'time (ms)':>10} {'peak extra (MB)':>16} {'speed-up':>9} {'memory':>7}")
+    threads = torch.get_num_threads()
+    print(f"shape {shape}, {args.dtype} on {args.device}, {threads} threads, torch {torch.__version__}")
+    print(f"{'variant':<46} {'time (ms)':>10} {'peak extra (MB)':>16} {'speed-up':>9} {'memory':>7}")
     for mode in MODES:
         ref = results["pytorch"][mode]
         for impl, name in IMPLS.items():
             r = results[impl][mode]
+            speedup = ref["time_s"] / r["time_s"]
+            memory = r["peak_extra_bytes"] / ref["peak_extra_bytes"]
             print(
-                f"{mode + ', ' + name:<40} {r['time_s'] * 1e3:>10.1f} {r['peak_extra_bytes'] / 2**20:>16.1f} "
-                f"{ref['time_s'] / r['time_s']:>8.1f}x {r['peak_extra_bytes'] / ref['peak_extra_bytes']:>7.2f}"
+                f"{mode + ', ' + name:<46} {r['time_s'] * 1e3:>10.1f} {r['peak_extra_bytes'] / 2**20:>16.1f} "
+                f"{speedup:>8.1f}x {memory:>7.2f}"
             )
     summary = {
         "benchmark": "ms_deform_attn",
