@@ -59,11 +59,12 @@ class LayerValues:
 
     Attributes:
         cross: (N, S, H, D) values of `cross_attn` (padded tokens zeroed), N frames.
-        temporal: (N, S, H, D) values of `temp_attn_inst`, or None without temporal attention.
+        temporal: per feature level (N, H_l * W_l, H, D) values of `temp_attn_inst`, or None without
+            temporal attention.
     """
 
     cross: torch.Tensor
-    temporal: torch.Tensor | None
+    temporal: list[torch.Tensor] | None
 
 
 @dataclass
@@ -139,11 +140,13 @@ class DecoderLayer(nn.Module):
         self.linear2_inst = nn.Linear(hidden, dim)
         self.norm3_inst = nn.LayerNorm(dim)
 
-    def project_values(self, memory: torch.Tensor, padding_mask: torch.Tensor | None) -> LayerValues:
+    def project_values(
+        self, memory: torch.Tensor, padding_mask: torch.Tensor | None, spatial_shapes: torch.Tensor
+    ) -> LayerValues:
         """memory: (N, S, C) encoder tokens of N frames, padding_mask (N, S) -> this layer's values."""
         temporal = None
         if self.temp_attn_inst is not None:
-            temporal = self.temp_attn_inst.project_value(memory, padding_mask)
+            temporal = self.temp_attn_inst.project_value_levels(memory, spatial_shapes, padding_mask)
         return LayerValues(self.cross_attn.project_value(memory, padding_mask), temporal)
 
     def forward(
@@ -182,8 +185,10 @@ class DecoderLayer(nn.Module):
         weights = self.time_weights(x.unflatten(0, (batch, frames))).softmax(dim=1)
         fused = (weights * after_cross.unflatten(0, (batch, frames))).sum(dim=1)
         if self.temp_attn_inst is not None:
-            temporal_value = values.temporal.unflatten(0, (batch, frames))[:, temporal_frames]
-            fused = self.temp_attn_inst(fused + x_inst_pos, x_inst_boxes, temporal_value, spatial_shapes)
+            per_clip = [v.unflatten(0, (batch, frames)) for v in values.temporal]
+            if temporal_frames != list(range(frames)):
+                per_clip = [v[:, temporal_frames] for v in per_clip]
+            fused = self.temp_attn_inst(fused + x_inst_pos, x_inst_boxes, per_clip, spatial_shapes)
         x_inst = self.norm2_inst(x_inst + fused)
         q_inst = x_inst + x_inst_pos
         x_inst = self.norm1_inst(x_inst + self.self_attn_inst(q_inst, q_inst, x_inst, need_weights=False)[0])
@@ -303,9 +308,11 @@ class QueryDecoder(nn.Module):
         features = sample_query_features(levels, coords)
         return FrameQueries(rpn_logits, coords, features, self.track_embed(features))
 
-    def project_values(self, memory: torch.Tensor, padding_mask: torch.Tensor | None) -> list[LayerValues]:
+    def project_values(
+        self, memory: torch.Tensor, padding_mask: torch.Tensor | None, spatial_shapes: torch.Tensor
+    ) -> list[LayerValues]:
         """memory: (N, S, C), padding_mask: (N, S) -> every layer's attention values of the N frames."""
-        return [layer.project_values(memory, padding_mask) for layer in self.decoder.layers]
+        return [layer.project_values(memory, padding_mask, spatial_shapes) for layer in self.decoder.layers]
 
     # --------------------------------------------------------------------------------- per clip
     def associate(
@@ -416,7 +423,9 @@ class QueryDecoder(nn.Module):
         features, coords = self.associate(
             per_clip(queries.features), per_clip(queries.coords), per_clip(queries.track_embed)
         )
-        out = self.decode(features, coords, self.project_values(memory, padding_mask), spatial_shapes)
+        out = self.decode(
+            features, coords, self.project_values(memory, padding_mask, spatial_shapes), spatial_shapes
+        )
         logits, mask_coeff = self.heads(out.clip_queries)
         boxes = box_cxcywh_to_xyxy(out.boxes.unflatten(1, (-1, num_frames)).transpose(2, 3))
         mask_feats = per_clip(self.mask_features(memory, spatial_shapes)).transpose(1, 2)

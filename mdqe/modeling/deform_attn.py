@@ -157,19 +157,34 @@ class MDQEDeformAttn(nn.Module):
         weights = F.softmax(weights, dim=-1).view(n, q, self.n_heads, self.lvl, self.n_points)
         return locations, weights
 
+    def project_value_levels(
+        self, src: torch.Tensor, spatial_shapes: torch.Tensor, padding_mask: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """`project_value` split into contiguous per-level tensors, the layout of "temporal" mode.
+
+        Args:
+            src: (N, S, C) tokens of N frames; spatial_shapes: (L, 2) int64; padding_mask: (N, S) bool.
+
+        Returns:
+            per level (N, H_l * W_l, H, C / H), contiguous.
+        """
+        value = self.project_value(src, padding_mask)
+        return [v.contiguous() for v in value.split(spatial_shapes.prod(-1).tolist(), dim=1)]
+
     def forward(
         self,
         query: torch.Tensor,
         reference_boxes: torch.Tensor,
-        value: torch.Tensor,
+        value: torch.Tensor | list[torch.Tensor],
         spatial_shapes: torch.Tensor,
     ) -> torch.Tensor:
         """
         Args:
             query: (N, Q, C) queries (with their position embedding).
             reference_boxes: (N, Q, 4) normalised (cx, cy, w, h).
-            value: from `project_value`: (N, S, H, D) in "spatial" mode, (N, T, S, H, D) in
-                "temporal" mode with T = n_frames; S = sum_l H_l * W_l.
+            value: "spatial" mode: (N, S, H, D) from `project_value`, S = sum_l H_l * W_l;
+                "temporal" mode: per level l, (N, T, H_l * W_l, H, D) with T = n_frames (from
+                `project_value_levels`; contiguous ones are used without a copy).
             spatial_shapes: (L, 2) int64 (H_l, W_l) of the feature levels.
 
         Returns:
@@ -178,30 +193,29 @@ class MDQEDeformAttn(nn.Module):
         with torch.autocast(device_type=query.device.type, enabled=False):
             query = query.float()
             reference_boxes = reference_boxes.float()
-            value = value.float()
             locations, weights = self._locations_and_weights(query, reference_boxes)
             if self.mode == "spatial":
                 out = ms_deform_attn(
-                    value, spatial_shapes, level_start_index(spatial_shapes), locations, weights
+                    value.float(), spatial_shapes, level_start_index(spatial_shapes), locations, weights
                 )
             else:
-                out = self._temporal(value, spatial_shapes, locations, weights)
+                out = self._temporal([v.float() for v in value], spatial_shapes, locations, weights)
             return self.output_proj(out)
 
     def _temporal(
         self,
-        value: torch.Tensor,
+        values: list[torch.Tensor],
         spatial_shapes: torch.Tensor,
         locations: torch.Tensor,
         weights: torch.Tensor,
     ) -> torch.Tensor:
-        """value (N, T, S, H, D); locations (N, Q, H, T, K, 2); weights (N, Q, H, T, K) -> (N, Q, C)."""
-        num_frames = value.shape[1]
-        sizes = spatial_shapes.prod(-1)
+        """values: per level (N, T, S_l, H, D); locations (N, Q, H, T, K, 2); weights (N, Q, H, T, K)
+        -> (N, Q, C)."""
         outputs = []
         # one call per feature level: the T frames of a level are the T "levels" of the op
-        for value_l, shape_l, size_l in zip(value.split(sizes.tolist(), dim=2), spatial_shapes, sizes):
+        for value_l, shape_l in zip(values, spatial_shapes):
+            num_frames, size_l = value_l.shape[1], value_l.shape[2]
             shapes_t = shape_l.expand(num_frames, 2).contiguous()
-            starts_t = torch.arange(num_frames, device=sizes.device) * size_l
+            starts_t = torch.arange(num_frames, device=spatial_shapes.device) * size_l
             outputs.append(ms_deform_attn(value_l.flatten(1, 2), shapes_t, starts_t, locations, weights))
         return torch.stack(outputs).mean(0)

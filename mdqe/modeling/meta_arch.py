@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY
-from detectron2.structures import ImageList
+from detectron2.structures import BitMasks, ImageList, Instances, pairwise_iou
 from torch import nn
 
 from mdqe.inference import ClipHeads, VideoInferenceParams, infer_video
+from mdqe.inference.masks import aligned_bilinear
 
 from .decoder import FrameQueries, LayerValues, QueryDecoder
 from .encoder import DeformableEncoder
@@ -89,66 +90,87 @@ class MDQETransformer(nn.Module):
 
 
 class _FrameCache:
-    """Per-frame results of the backbone, encoder, mask head, query selection and the decoder's value
-    projections for whole-video inference: every frame is computed once (frames are encoded
-    independently), in chunks, and dropped once no later clip starts before it."""
+    """Per-frame results for whole-video inference: the backbone, encoder, mask head, query selection
+    and the decoder's value projections of each frame, computed once (frames are encoded
+    independently) in chunks of `chunk` frames.
+
+    The cached frames are a contiguous range [lo, lo + count), stored frame-major in one tensor per
+    quantity, so that a clip's values are views, not copies; frames before the start of the latest
+    request are dropped (a dropped frame asked for again is recomputed).
+    """
 
     def __init__(self, model: MDQE, frames: list[torch.Tensor], chunk: int):
         self.model = model
         self.frames = frames
         self.chunk = chunk
-        self.entries: dict[int, dict[str, Any]] = {}
+        self.lo = 0
+        self.count = 0
         self.spatial_shapes: torch.Tensor | None = None
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.values: list[LayerValues] = []
 
-    def _compute(self, start: int, end: int) -> None:
+    def _map(self, fn: Callable[..., torch.Tensor], *others: _FrameCache) -> None:
+        """Replace every cached tensor t by fn(t, *the same tensor of `others`)."""
+        for key in self.tensors:
+            self.tensors[key] = fn(self.tensors[key], *(o.tensors[key] for o in others))
+        for i, layer in enumerate(self.values):
+            cross = fn(layer.cross, *(o.values[i].cross for o in others))
+            temporal = None
+            if layer.temporal is not None:
+                temporal = [
+                    fn(v, *(o.values[i].temporal[lvl] for o in others))
+                    for lvl, v in enumerate(layer.temporal)
+                ]
+            self.values[i] = LayerValues(cross, temporal)
+
+    def _compute(self, start: int, end: int) -> _FrameCache:
         model = self.model
         detr = model.detr
         images = ImageList.from_tensors(
             [model.normalize(f) for f in self.frames[start:end]], model.size_divisibility
         )
         memory, padding_mask, shapes = detr.encode(images)
-        self.spatial_shapes = shapes
         dec = detr.transformer_dec
         queries = dec.init_frame_queries(memory, shapes)
-        mask_feats = dec.mask_features(memory, shapes)
-        values = dec.project_values(memory, padding_mask)
-        for i in range(end - start):
-            self.entries[start + i] = {
-                "coords": queries.coords[i],
-                "features": queries.features[i],
-                "track_embed": queries.track_embed[i],
-                "mask_feats": mask_feats[i],
-                "values": [(v.cross[i], None if v.temporal is None else v.temporal[i]) for v in values],
-            }
+        new = _FrameCache(model, self.frames, self.chunk)
+        new.spatial_shapes = shapes
+        new.tensors = {
+            "coords": queries.coords,
+            "features": queries.features,
+            "track_embed": queries.track_embed,
+            "mask_feats": dec.mask_features(memory, shapes),
+        }
+        new.values = dec.project_values(memory, padding_mask, shapes)
+        return new
 
     def ensure(self, start: int, end: int) -> None:
-        """Compute the frames of [start, end) not cached yet, in chunks of `chunk` frames."""
-        for f in range(start, end):
-            if f not in self.entries:
-                stop = f + 1
-                while stop < min(f + self.chunk, len(self.frames)) and stop not in self.entries:
-                    stop += 1
-                self._compute(f, stop)
+        """Cache frames [start, end) and drop the frames before `start`."""
+        if start < self.lo or start > self.lo + self.count:
+            self.lo, self.count, self.tensors, self.values = start, 0, {}, []
+        elif start > self.lo:
+            drop = start - self.lo
+            self._map(lambda t: t[drop:])
+            self.lo, self.count = start, self.count - drop
+        while self.lo + self.count < end:
+            first = self.lo + self.count
+            new = self._compute(first, min(first + self.chunk, len(self.frames)))
+            if self.count == 0:
+                self.tensors, self.values = new.tensors, new.values
+            else:
+                self._map(lambda old, fresh: torch.cat([old, fresh]), new)
+            self.spatial_shapes = new.spatial_shapes
+            self.count += new.tensors["coords"].shape[0]
 
-    def evict_before(self, frame: int) -> None:
-        for f in [f for f in self.entries if f < frame]:
-            del self.entries[f]
-
-    def gather(self, start: int, end: int, key: str) -> torch.Tensor:
-        """Stack an entry over the frames of [start, end): (end - start, ...)."""
+    def clip(self, start: int, end: int) -> tuple[dict[str, torch.Tensor], list[LayerValues]]:
+        """The cached quantities of frames [start, end), as views: per key (end - start, ...)."""
         self.ensure(start, end)
-        return torch.stack([self.entries[f][key] for f in range(start, end)])
-
-    def values(self, start: int, end: int) -> list[LayerValues]:
-        self.ensure(start, end)
-        out = []
-        for layer in range(len(self.entries[start]["values"])):
-            cross = torch.stack([self.entries[f]["values"][layer][0] for f in range(start, end)])
-            temporal = None
-            if self.entries[start]["values"][layer][1] is not None:
-                temporal = torch.stack([self.entries[f]["values"][layer][1] for f in range(start, end)])
-            out.append(LayerValues(cross, temporal))
-        return out
+        i, j = start - self.lo, end - self.lo
+        tensors = {key: t[i:j] for key, t in self.tensors.items()}
+        values = [
+            LayerValues(v.cross[i:j], None if v.temporal is None else [t[i:j] for t in v.temporal])
+            for v in self.values
+        ]
+        return tensors, values
 
 
 @META_ARCH_REGISTRY.register()
@@ -173,6 +195,8 @@ class MDQE(nn.Module):
         match_stride: int,
         inference_params: VideoInferenceParams,
         size_divisibility: int = 32,
+        is_coco: bool = False,
+        multi_cls_on: bool = True,
     ):
         """
         Args:
@@ -184,6 +208,8 @@ class MDQE(nn.Module):
             match_stride: downsampling of the GT masks for the losses (MATCH_STRIDE).
             inference_params: whole-video inference parameters.
             size_divisibility: frames are zero-padded (after normalisation) to a multiple of this.
+            is_coco: evaluate as image instance segmentation (test set DATASETS.TEST[0] is coco*).
+            multi_cls_on: image inference emits every (query, class) above the threshold (MULTI_CLS_ON).
         """
         super().__init__()
         self.detr = detr
@@ -195,6 +221,8 @@ class MDQE(nn.Module):
         self.match_stride = match_stride
         self.inference_params = inference_params
         self.size_divisibility = size_divisibility
+        self.is_coco = is_coco
+        self.multi_cls_on = multi_cls_on
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> dict[str, Any]:
@@ -235,6 +263,8 @@ class MDQE(nn.Module):
             "num_classes": mdqe.NUM_CLASSES,
             "match_stride": mdqe.MATCH_STRIDE,
             "inference_params": VideoInferenceParams.from_config(cfg),
+            "is_coco": bool(cfg.DATASETS.TEST) and cfg.DATASETS.TEST[0].startswith("coco"),
+            "multi_cls_on": mdqe.MULTI_CLS_ON,
         }
 
     @property
@@ -245,19 +275,22 @@ class MDQE(nn.Module):
         """frame: (3, H, W) uint8 or float in the input format -> (3, H, W) float32 normalised."""
         return (frame.to(self.device) - self.pixel_mean) / self.pixel_std
 
-    def forward(self, batched_inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    def forward(self, batched_inputs: list[dict[str, Any]]) -> Any:
         """
         Args:
             batched_inputs: training: B clips {"image": [T (3, H, W) tensors], "instances": [T Instances]};
                 evaluation: one video {"image": [L frames], "height", "width"}.
 
         Returns:
-            training: the weighted loss dict; evaluation: the per-video output dict.
+            training: the weighted loss dict; evaluation: the per-video output dict, or for image
+            evaluation (`is_coco`) `[{"instances": Instances}]` as detectron2's COCOEvaluator expects.
         """
         if self.training:
             return self.forward_train(batched_inputs)
         if len(batched_inputs) != 1:
             raise ValueError(f"MDQE inference takes one video per batch, got {len(batched_inputs)}")
+        if self.is_coco:
+            return [{"instances": self.inference_image(batched_inputs[0])}]
         return self.inference_video(batched_inputs[0])
 
     def forward_train(self, batched_inputs: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -311,9 +344,9 @@ class MDQE(nn.Module):
         """The `decode_clip` and `mask_features` callbacks of `infer_video` for one video.
 
         Per-frame work (backbone, encoder, mask head, query selection, value projections) is done once
-        per frame, in chunks of SAMPLING_FRAME_NUM_TEST frames, and dropped when a clip starts after
-        the frame, so memory is bounded by the clip length, not the video length. Clips must be
-        requested with non-decreasing starts (a dropped frame is recomputed if asked for again).
+        per frame, in chunks of SAMPLING_FRAME_NUM_TEST frames, and dropped once a request starts after
+        the frame, so memory is bounded by the clip length, not the video length. Requests should come
+        with non-decreasing starts (a dropped frame asked for again is recomputed).
 
         Args:
             frames: L (3, h, w) frames of one video, all of the same size, in the input format.
@@ -325,17 +358,12 @@ class MDQE(nn.Module):
         cache = _FrameCache(self, frames, chunk=self.inference_params.clip_len)
 
         def decode_clip(start: int, end: int) -> ClipHeads:
-            cache.evict_before(start)
-            queries = FrameQueries(
-                rpn_logits=None,
-                coords=cache.gather(start, end, "coords"),
-                features=cache.gather(start, end, "features"),
-                track_embed=cache.gather(start, end, "track_embed"),
-            )
-            return self.decode_clip(queries, cache.values(start, end), cache.spatial_shapes)
+            tensors, values = cache.clip(start, end)
+            queries = FrameQueries(None, tensors["coords"], tensors["features"], tensors["track_embed"])
+            return self.decode_clip(queries, values, cache.spatial_shapes)
 
         def mask_features(start: int, end: int) -> torch.Tensor:
-            return cache.gather(start, end, "mask_feats").transpose(0, 1)
+            return cache.clip(start, end)[0]["mask_feats"].transpose(0, 1)
 
         return decode_clip, mask_features
 
@@ -356,3 +384,61 @@ class MDQE(nn.Module):
         return infer_video(
             len(frames), decode_clip, mask_features, image_size, output_size, self.inference_params
         )
+
+    @torch.no_grad()
+    def inference_image(self, image: dict[str, Any]) -> Instances:
+        """Image instance segmentation (COCO evaluation), as the original: the test mapper repeats the
+        image to a pseudo-clip, decoded as one clip; the masks of its centre frame are kept.
+
+        Args:
+            image: {"image": T (3, h, w) copies of the image, optional "height"/"width" of the output}.
+
+        Returns:
+            Instances of the output size with scores, pred_classes, pred_masks (n, H, W) bool and
+            pred_boxes (boxes of the masks).
+        """
+        thresh = self.inference_params.apply_cls_thres
+        images = ImageList.from_tensors([self.normalize(f) for f in image["image"]], self.size_divisibility)
+        memory, padding_mask, shapes = self.detr.encode(images)
+        dec = self.detr.transformer_dec
+        q = dec.init_frame_queries(memory, shapes)
+        queries = FrameQueries(None, q.coords, q.features, q.track_embed)
+        heads = self.decode_clip(queries, dec.project_values(memory, padding_mask, shapes), shapes)
+        center = min((self.num_frames - 1) // 2, len(image["image"]) - 1)
+        mask_feats = dec.mask_features(memory[center : center + 1], shapes)[0]  # (M, Hf, Wf)
+
+        h, w = images.image_sizes[0]
+        scores = heads.cls_probs.max(-1).values
+        keep = torch.nonzero(scores >= torch.clamp(scores.max(), max=thresh)).flatten()
+        cls = heads.cls_probs[keep]
+        masks = torch.einsum("qm,mhw->qhw", heads.mask_coeff[keep], mask_feats)
+        masks = aligned_bilinear(masks[:, None], self.match_stride)[:, 0, :h, :w]
+        # mask-quality score: mean probability inside the predicted mask
+        soft = masks.sigmoid().flatten(1)
+        hard = (soft > 0.5).float()
+        cls = cls * ((soft * hard).sum(1) / (hard.sum(1) + 1e-6))[:, None]
+        if len(keep) > 0:
+            order = cls.max(-1).values.sort(descending=True).indices
+            cls, masks = cls[order], masks[order]
+            boxes = BitMasks(masks > 0).get_bounding_boxes()
+            # two empty masks give 0/0: no penalty (their scores are 0 anyway)
+            iou = pairwise_iou(boxes, boxes).nan_to_num(0.0)
+            cls = cls * (1 - torch.triu(iou, diagonal=1).max(0).values)[:, None]
+        if self.multi_cls_on:
+            index, labels = torch.nonzero(cls > thresh, as_tuple=True)
+            scores, masks = cls[index, labels], masks[index]
+        else:
+            scores, labels = cls.max(-1)
+        out_h, out_w = image.get("height", h), image.get("width", w)
+        masks = (
+            F.interpolate(masks[:, None].float(), size=(out_h, out_w), mode="bilinear", align_corners=False)[
+                :, 0
+            ]
+            > 0
+        )
+        result = Instances((out_h, out_w))
+        result.scores = scores
+        result.pred_classes = labels
+        result.pred_masks = masks
+        result.pred_boxes = BitMasks(masks).get_bounding_boxes()
+        return result

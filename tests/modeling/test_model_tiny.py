@@ -115,6 +115,21 @@ def test_video_inference_returns_the_per_video_output_dict(model):
             assert rle is None or rle["size"] == [2 * HEIGHT, 2 * WIDTH]
 
 
+def test_image_inference_returns_instances_for_the_coco_evaluator(model):
+    model.is_coco = True
+    try:
+        frame = _frames(1, seed=4)[0]
+        (out,) = model([{"image": [frame, frame], "height": 2 * HEIGHT, "width": 2 * WIDTH}])
+    finally:
+        model.is_coco = False
+    inst = out["instances"]
+    assert inst.image_size == (2 * HEIGHT, 2 * WIDTH)
+    assert len(inst) > 0  # APPLY_CLS_THRES 0: every (query, class) with a non-empty mask is emitted
+    assert inst.pred_masks.shape == (len(inst), 2 * HEIGHT, 2 * WIDTH) and inst.pred_masks.dtype == torch.bool
+    assert inst.scores.shape == inst.pred_classes.shape == (len(inst),)
+    assert inst.pred_boxes.tensor.shape == (len(inst), 4)
+
+
 def test_cached_per_frame_features_give_the_heads_of_clips_decoded_from_scratch(model):
     frames = _frames(6, seed=3)
     encoded = []
@@ -136,7 +151,7 @@ def test_cached_per_frame_features_give_the_heads_of_clips_decoded_from_scratch(
             memory, padding, shapes = model.detr.encode(images)
             q = dec.init_frame_queries(memory, shapes)
             queries = FrameQueries(None, q.coords, q.features, q.track_embed)
-            fresh = model.decode_clip(queries, dec.project_values(memory, padding), shapes)
+            fresh = model.decode_clip(queries, dec.project_values(memory, padding, shapes), shapes)
         torch.testing.assert_close(heads.cls_probs, fresh.cls_probs, atol=1e-5, rtol=0)
         torch.testing.assert_close(heads.mask_coeff, fresh.mask_coeff, atol=1e-5, rtol=0)
         torch.testing.assert_close(heads.query_embed, fresh.query_embed, atol=1e-5, rtol=0)

@@ -1,0 +1,198 @@
+#!/usr/bin/env python
+"""Speed and memory of the MDQE model: whole-video inference and training iterations.
+
+Builds the model of a config (random weights unless --weights), then
+- runs whole-video inference (`model([video])`) on a synthetic video of --frames frames at
+  --height x --width, and reports seconds per frame and the extra peak memory of the call (CPU: peak
+  RSS during the call minus RSS before it, via /proc/self/clear_refs; CUDA: peak allocated);
+- runs --train-iters training iterations (forward, backward) on a synthetic clip of
+  INPUT.SAMPLING_FRAME_NUM frames at --train-height x --train-width and reports seconds per iteration;
+- with --profile, prints the operators that take the most time during inference.
+
+    python tools/benchmark.py --config configs/R50_ovis_360.yaml --frames 12 --height 360 --width 640
+    python tools/benchmark.py --config configs/R50_ovis_360.yaml --device cuda --amp
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.structures import BitMasks, Instances
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import mdqe  # noqa: F401  (registers MDQE)
+from mdqe.config import add_mdqe_config
+from mdqe.modeling import MDQE
+
+logger = logging.getLogger("mdqe.benchmark")
+
+
+def _rss_kib(field: str) -> int | None:
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return None
+    match = re.search(rf"^{field}:\s+(\d+) kB", status.read_text(), re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+class PeakMemory:
+    """Extra peak memory (bytes) of the enclosed block: peak RSS on CPU, peak allocation on CUDA."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.extra_bytes: int | None = None
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+        else:
+            with contextlib.suppress(OSError):
+                Path("/proc/self/clear_refs").write_text("5")  # resets the peak-RSS counter (VmHWM)
+            self.base = _rss_kib("VmRSS")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.extra_bytes = torch.cuda.max_memory_allocated(self.device) - self.base
+        elif self.base is not None:
+            self.extra_bytes = (_rss_kib("VmHWM") - self.base) * 1024
+
+
+def synthetic_frames(num: int, height: int, width: int, seed: int = 0) -> list[torch.Tensor]:
+    """num (3, height, width) uint8 frames of smooth random texture."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(num, 3, max(height // 16, 1), max(width // 16, 1), generator=g) * 255
+    frames = torch.nn.functional.interpolate(
+        small, size=(height, width), mode="bilinear", align_corners=False
+    )
+    return list(frames.to(torch.uint8))
+
+
+def synthetic_clip(num_frames: int, height: int, width: int, num_classes: int) -> dict:
+    """A training clip with three moving rectangles."""
+    instances = []
+    for t in range(num_frames):
+        masks = torch.zeros(3, height, width, dtype=torch.bool)
+        for n in range(3):
+            y0 = (height // 5) * (n + 1) - height // 10 + t
+            x0 = (width // 5) * (n + 1) - width // 10 + 2 * t
+            masks[n, y0 : y0 + height // 4, x0 : x0 + width // 4] = True
+        inst = Instances((height, width))
+        inst.gt_classes = torch.arange(3) % num_classes
+        inst.gt_ids = torch.arange(3)
+        inst.gt_masks = BitMasks(masks)
+        inst.gt_boxes = inst.gt_masks.get_bounding_boxes()
+        instances.append(inst)
+    return {"image": synthetic_frames(num_frames, height, width, seed=1), "instances": instances}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default="configs/R50_ovis_360.yaml")
+    parser.add_argument("--weights", default="", help="checkpoint to load (default: random weights)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", action="store_true", help="inference/training under autocast (fp16 on CUDA)")
+    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--warmup-frames", type=int, default=4, help="frames of an unmeasured warm-up video")
+    parser.add_argument("--train-iters", type=int, default=2, help="0 skips the training benchmark")
+    parser.add_argument("--train-height", type=int, default=320)
+    parser.add_argument("--train-width", type=int, default=448)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--profile", action="store_true", help="print the top operators of inference")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    cfg = get_cfg()
+    add_mdqe_config(cfg)
+    cfg.merge_from_file(args.config)
+    cfg.merge_from_list(args.opts)
+    cfg.MODEL.DEVICE = args.device
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = MDQE(cfg).to(device).eval()
+    if args.weights:
+        from detectron2.checkpoint import DetectionCheckpointer
+
+        DetectionCheckpointer(model).load(args.weights)
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp)
+
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    print(
+        f"config {args.config}, device {device} ({torch.get_num_threads()} CPU threads{load}), amp {args.amp}"
+    )
+    warmup = {"image": synthetic_frames(args.warmup_frames, args.height, args.width, seed=2)}
+    with torch.no_grad(), autocast():
+        model([warmup])
+    video = {"image": synthetic_frames(args.frames, args.height, args.width)}
+    profiler = torch.profiler.profile() if args.profile else contextlib.nullcontext()
+    with profiler as prof, PeakMemory(device) as peak, torch.no_grad(), autocast():
+        _sync(device)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        out = model([video])
+        _sync(device)
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    memory = "n/a" if peak.extra_bytes is None else f"{peak.extra_bytes / 2**30:.2f} GiB"
+    print(
+        f"inference: {args.frames} frames {args.height}x{args.width}: {seconds:.1f} s, "
+        f"{seconds / args.frames:.2f} s/frame ({cpu_seconds / args.frames:.2f} CPU-s/frame of this process), "
+        f"extra peak memory {memory}, {len(out['pred_scores'])} outputs"
+    )
+    if args.profile:
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+
+    if args.train_iters > 0:
+        model.train()
+        clip = synthetic_clip(
+            cfg.INPUT.SAMPLING_FRAME_NUM, args.train_height, args.train_width, cfg.MODEL.MDQE.NUM_CLASSES
+        )
+        times, cpu_times = [], []
+        for _ in range(args.train_iters + 1):
+            _sync(device)
+            start, cpu_start = time.perf_counter(), time.process_time()
+            with autocast():
+                losses = model([clip])
+            sum(losses.values()).backward()
+            model.zero_grad(set_to_none=True)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
+        per_iter = sum(times[1:]) / len(times[1:])  # the first iteration is a warm-up
+        cpu_per_iter = sum(cpu_times[1:]) / len(cpu_times[1:])
+        size = f"{args.train_height}x{args.train_width}"
+        print(
+            f"training: 1 clip of {cfg.INPUT.SAMPLING_FRAME_NUM} frames {size}: "
+            f"{per_iter:.2f} s/iteration ({cpu_per_iter:.1f} CPU-s), "
+            f"mean of {args.train_iters} after a warm-up"
+        )
+
+
+if __name__ == "__main__":
+    main()
