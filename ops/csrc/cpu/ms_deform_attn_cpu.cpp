@@ -33,6 +33,23 @@ inline void axpy(scalar_t alpha, const scalar_t* __restrict x, scalar_t* __restr
   }
 }
 
+// y += sum_c alpha[c] * x_c over the four corners of a stencil wholly on the map, in one pass over y.
+template <typename scalar_t>
+inline void axpy4(
+    const scalar_t alpha[4],
+    const scalar_t* __restrict x0,
+    const scalar_t* __restrict x1,
+    const scalar_t* __restrict x2,
+    const scalar_t* __restrict x3,
+    scalar_t* __restrict y,
+    int64_t n) {
+  const scalar_t a0 = alpha[0], a1 = alpha[1], a2 = alpha[2], a3 = alpha[3];
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    y[i] += a0 * x0[i] + a1 * x1[i] + a2 * x2[i] + a3 * x3[i];
+  }
+}
+
 // Returns dot(x, g) and adds alpha * g to y, in one pass.
 template <typename scalar_t>
 inline scalar_t dot_and_axpy(
@@ -48,6 +65,42 @@ inline scalar_t dot_and_axpy(
     y[i] += alpha * g[i];
   }
   return dot;
+}
+
+// The same for the four corners of a stencil that lies wholly on the map (the common case): one pass
+// over g for four distinct rows.
+template <typename scalar_t>
+inline void dot_and_axpy4(
+    const scalar_t* __restrict x0,
+    const scalar_t* __restrict x1,
+    const scalar_t* __restrict x2,
+    const scalar_t* __restrict x3,
+    const scalar_t* __restrict g,
+    const scalar_t alpha[4],
+    scalar_t* __restrict y0,
+    scalar_t* __restrict y1,
+    scalar_t* __restrict y2,
+    scalar_t* __restrict y3,
+    int64_t n,
+    scalar_t dot[4]) {
+  scalar_t d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+  const scalar_t a0 = alpha[0], a1 = alpha[1], a2 = alpha[2], a3 = alpha[3];
+#pragma omp simd reduction(+ : d0, d1, d2, d3)
+  for (int64_t i = 0; i < n; ++i) {
+    const scalar_t gi = g[i];
+    d0 += x0[i] * gi;
+    d1 += x1[i] * gi;
+    d2 += x2[i] * gi;
+    d3 += x3[i] * gi;
+    y0[i] += a0 * gi;
+    y1[i] += a1 * gi;
+    y2[i] += a2 * gi;
+    y3[i] += a3 * gi;
+  }
+  dot[0] = d0;
+  dot[1] = d1;
+  dot[2] = d2;
+  dot[3] = d3;
 }
 
 // Queries per forward task: enough to amortise the task hand-out, few enough to balance the threads.
@@ -100,9 +153,22 @@ void forward_kernel(
           if (!make_stencil(loc[2 * i], loc[2 * i + 1], shapes[2 * l], shapes[2 * l + 1], s)) {
             continue;
           }
-          for (int c = 0; c < 4; ++c) {
-            if (s.pixel[c] >= 0) {
-              axpy(attn[i] * s.weight[c], level_value + s.pixel[c] * z.channels, acc.data(), z.channels);
+          if (s.pixel[0] >= 0 && s.pixel[3] >= 0) {  // all four corners on the map
+            const scalar_t alpha[4] = {
+                attn[i] * s.weight[0], attn[i] * s.weight[1], attn[i] * s.weight[2], attn[i] * s.weight[3]};
+            axpy4(
+                alpha,
+                level_value + s.pixel[0] * z.channels,
+                level_value + s.pixel[1] * z.channels,
+                level_value + s.pixel[2] * z.channels,
+                level_value + s.pixel[3] * z.channels,
+                acc.data(),
+                z.channels);
+          } else {
+            for (int c = 0; c < 4; ++c) {
+              if (s.pixel[c] >= 0) {
+                axpy(attn[i] * s.weight[c], level_value + s.pixel[c] * z.channels, acc.data(), z.channels);
+              }
             }
           }
         }
@@ -153,11 +219,33 @@ void backward_kernel(
             continue;  // the gradients stay zero
           }
           scalar_t dot[4] = {0, 0, 0, 0};  // <value row, grad_out> per corner
-          for (int c = 0; c < 4; ++c) {
-            if (s.pixel[c] >= 0) {
-              const int64_t row = offset + s.pixel[c] * z.channels;
-              dot[c] =
-                  dot_and_axpy(value + row, grad_out, attn[i] * s.weight[c], grad_value + row, z.channels);
+          if (s.pixel[0] >= 0 && s.pixel[3] >= 0) {  // all four corners on the map
+            int64_t row[4];
+            scalar_t alpha[4];
+            for (int c = 0; c < 4; ++c) {
+              row[c] = offset + s.pixel[c] * z.channels;
+              alpha[c] = attn[i] * s.weight[c];
+            }
+            dot_and_axpy4(
+                value + row[0],
+                value + row[1],
+                value + row[2],
+                value + row[3],
+                grad_out,
+                alpha,
+                grad_value + row[0],
+                grad_value + row[1],
+                grad_value + row[2],
+                grad_value + row[3],
+                z.channels,
+                dot);
+          } else {
+            for (int c = 0; c < 4; ++c) {
+              if (s.pixel[c] >= 0) {
+                const int64_t row = offset + s.pixel[c] * z.channels;
+                dot[c] =
+                    dot_and_axpy(value + row, grad_out, attn[i] * s.weight[c], grad_value + row, z.channels);
+              }
             }
           }
           sample_gradients(s, dot, attn[i], height, width, grad_attn[i], grad_loc[2 * i], grad_loc[2 * i + 1]);
