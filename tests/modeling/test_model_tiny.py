@@ -169,11 +169,23 @@ def test_grid_selection_picks_the_peak_of_each_cell():
 
 def test_association_keeps_the_key_frame_and_follows_the_embeddings():
     grid = grid_relative_positions(3)
-    embed = torch.randn(1, 3, 9, 4)
-    embed[0, 2] = embed[0, 1][torch.tensor([1, 0, 2, 3, 4, 5, 6, 7, 8])] * 10  # frame 2: cells 0, 1 swapped
+    embed = torch.eye(9).repeat(1, 3, 1, 1)  # orthonormal embeddings: a query's best match is itself
+    embed[0, 2] = embed[0, 1][torch.tensor([1, 0, 2, 3, 4, 5, 6, 7, 8])]  # frame 2: cells 0, 1 swapped
     index = associate_queries(embed, grid, window=2)
     assert index[0, 1].tolist() == list(range(9))  # key frame ct = 1 keeps its order
     assert index[0, 2, :2].tolist() == [1, 0]
+
+
+def test_association_resolves_near_ties_exactly():
+    """Frame 2 offers two candidates whose dot products with the key differ by ~3e-9 (far below float32's
+    rounding of a sum of 64 products); the larger one must win for both key queries."""
+    key = torch.full((64,), 0.1)
+    a = torch.full((64,), 0.3)
+    b = a.clone()
+    b[-1] = torch.nextafter(b[-1], torch.tensor(1.0))
+    embed = torch.stack([key, key, key, key, a, b]).view(1, 3, 2, 64)  # (B, T, Q, E), key frame 1
+    index = associate_queries(embed, torch.zeros(2, 2, 2, dtype=torch.long), window=1)
+    assert index[0, 2].tolist() == [1, 1]
 
 
 def test_temporal_frames_subsample_long_clips_and_pad_short_ones():
