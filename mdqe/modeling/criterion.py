@@ -238,6 +238,15 @@ def query_init_class_loss(
 
 
 # ------------------------------------------------------------------------------ query initialisation
+def _average_over_processes(count: float, device: torch.device) -> float:
+    """The mean of `count` over the processes of the default group (`count` itself when not distributed)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return count
+    total = torch.tensor([count], device=device)
+    torch.distributed.all_reduce(total)
+    return total.item() / torch.distributed.get_world_size()
+
+
 def query_grid_relpos(num_queries: int) -> torch.Tensor:
     """Cell offsets between the queries of the sqrt(Q) x sqrt(Q) grid (row-major).
 
@@ -430,7 +439,8 @@ class SetCriterion(nn.Module):
         anchor's id). Up to 50 T negatives (other ids or background) and max(n_neg // 5, 2) positives (same
         id, anchor included) are drawn at random. With s = <anchor, e>:
         reid = mean_pos log(1 + min(sum_neg exp(s_neg - s_pos), 1e3));
-        aux = mean over drawn samples of (cos(anchor, e) - [same id])^2. Both are averaged over anchors.
+        aux = mean over drawn samples of (cos(anchor, e) - [same id])^2. Both are averaged over anchors
+        (in multi-process training: the anchor count of all processes / world size).
 
         Args:
             embeds: (B, T, Q, E) track embeddings (before the inter-frame association).
@@ -483,20 +493,18 @@ class SetCriterion(nn.Module):
                     order = self._sample_order(len(samples), device)
                     aux_terms.append(((cosine[order] - is_pos[order]) ** 2).mean())
 
-            if not ctt_terms:
+            # Averaged over the anchors of all processes (as many as in one process when not distributed),
+            # so that DDP's gradient average equals the single-process gradient of the whole batch.
+            num_anchors = _average_over_processes(float(len(ctt_terms)), device)
+            if not ctt_terms or num_anchors == 0:
                 # Zero that stays attached to the graph, so every parameter still gets a gradient.
                 zero = embeds.sum() * 0.0
                 return zero, zero
-            return torch.stack(ctt_terms).mean(), torch.stack(aux_terms).mean()
+            return torch.stack(ctt_terms).sum() / num_anchors, torch.stack(aux_terms).sum() / num_anchors
 
     # ------------------------------------------------------------------------------------- per layer
     def _num_masks(self, indices: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> float:
-        num_masks = torch.as_tensor([float(sum(len(q) for q, _ in indices))], device=device)
-        world_size = 1
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(num_masks)
-            world_size = torch.distributed.get_world_size()
-        return torch.clamp(num_masks / world_size, min=1).item()
+        return max(_average_over_processes(float(sum(len(q) for q, _ in indices)), device), 1.0)
 
     def layer_losses(
         self,

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .deform_attn import MDQEDeformAttn
-from .layers import MLP, box_cxcywh_to_xyxy, circumscribed_boxes, inverse_sigmoid
+from .layers import MLP, box_cxcywh_to_xyxy, circumscribed_boxes, full_precision, inverse_sigmoid
 from .mask_head import MaskHead
 from .query_init import associate_queries, grid_relative_positions, sample_query_features, select_grid_queries
 
@@ -370,9 +370,9 @@ class QueryDecoder(nn.Module):
             batch, frames = features.shape[:2]
             center = (frames - 1) // 2
             temporal_frames = temporal_frame_indices(frames, self.n_frames)
-            x = features.flatten(0, 1).float()
-            x_inst = features[:, center].float()
-            ref = coords.flatten(0, 1).float()
+            x = full_precision(features.flatten(0, 1))
+            x_inst = full_precision(features[:, center])
+            ref = full_precision(coords.flatten(0, 1))
             ref_boxes = torch.cat([ref, torch.full_like(ref, 0.1)], dim=-1)
             boxes, x_pos, inst_boxes, inst_pos = self._boxes_and_positions(x, ref_boxes, batch)
             frame_out, clip_out, box_out = [x], [x_inst], [boxes]

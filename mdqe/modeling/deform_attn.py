@@ -24,6 +24,8 @@ from torch import nn
 
 from mdqe.layers import ms_deform_attn
 
+from .layers import full_precision
+
 __all__ = ["MDQEDeformAttn", "level_start_index"]
 
 _OFFSET_SCALE = 8.0
@@ -191,15 +193,14 @@ class MDQEDeformAttn(nn.Module):
             (N, Q, C).
         """
         with torch.autocast(device_type=query.device.type, enabled=False):
-            query = query.float()
-            reference_boxes = reference_boxes.float()
+            query = full_precision(query)
+            reference_boxes = full_precision(reference_boxes)
             locations, weights = self._locations_and_weights(query, reference_boxes)
             if self.mode == "spatial":
-                out = ms_deform_attn(
-                    value.float(), spatial_shapes, level_start_index(spatial_shapes), locations, weights
-                )
+                starts = level_start_index(spatial_shapes)
+                out = ms_deform_attn(full_precision(value), spatial_shapes, starts, locations, weights)
             else:
-                out = self._temporal([v.float() for v in value], spatial_shapes, locations, weights)
+                out = self._temporal([full_precision(v) for v in value], spatial_shapes, locations, weights)
             return self.output_proj(out)
 
     def _temporal(

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .deform_attn import MDQEDeformAttn
-from .layers import pixel_centers
+from .layers import full_precision, pixel_centers
 
 __all__ = ["DeformableEncoder", "EncoderLayer", "flatten_levels"]
 
@@ -126,8 +126,8 @@ class DeformableEncoder(nn.Module):
         boxes = torch.cat([centers, torch.full_like(centers, 0.1)], dim=-1)
         boxes = boxes.expand(tokens.shape[0], -1, -1)
         with torch.autocast(device_type=tokens.device.type, enabled=False):
-            x = tokens.float()
-            pos_flat = pos_flat.float()
+            x = full_precision(tokens)
+            pos_flat = full_precision(pos_flat)
             for layer in self.encoder.layers:
                 x = layer(x, pos_flat, boxes, shapes, mask)
             x = self.encoder.norm(x)

@@ -11,6 +11,7 @@ __all__ = [
     "box_cxcywh_to_xyxy",
     "box_xyxy_to_cxcywh",
     "circumscribed_boxes",
+    "full_precision",
     "inverse_sigmoid",
     "pixel_centers",
 ]
@@ -81,3 +82,9 @@ def pixel_centers(height: int, width: int, device: torch.device | str | None = N
     xs = torch.linspace(0.5, width - 0.5, width, dtype=torch.float32, device=device)
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([grid_x.reshape(-1) / max(width, 1), grid_y.reshape(-1) / max(height, 1)], dim=-1)
+
+
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """`x` in float32 when it is half or bfloat16 (the autocast-free regions of the model), else as is,
+    so that a float64 model stays float64."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

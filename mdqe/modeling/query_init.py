@@ -75,6 +75,7 @@ def sample_query_features(levels: list[torch.Tensor], coords: torch.Tensor) -> t
     """
     n, q, _ = coords.shape
     grid = (2 * coords - 1).view(n, 1, q, 2)
+    grid = grid.to(torch.promote_types(grid.dtype, levels[0].dtype))  # a float64 model samples in float64
     samples = [
         F.grid_sample(level, grid, mode="bilinear", padding_mode="border", align_corners=False)
         for level in levels
