@@ -71,7 +71,9 @@ def test_two_processes_compute_the_single_process_gradients(gradients):
     single, double = gradients[1]["grads"], gradients[2]["grads"]
     assert single.keys() == double.keys()
     for name, grad in single.items():
-        torch.testing.assert_close(double[name], grad, rtol=1e-5, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(
+            double[name], grad, rtol=1e-5, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}"
+        )
 
 
 def test_logged_losses_average_to_the_single_process_losses(gradients):
