@@ -99,6 +99,44 @@ def synthetic_clip(num_frames: int, height: int, width: int, num_classes: int) -
     return {"image": synthetic_frames(num_frames, height, width, seed=1), "instances": instances}
 
 
+class StageTimer:
+    """Wall time spent in the model's stages during the enclosed block (by wrapping their methods)."""
+
+    def __init__(self, model: MDQE, device: torch.device):
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        detr = model.detr
+        dec = detr.transformer_dec
+        self.targets = {
+            "backbone": (detr.backbone, "forward"),
+            "backbone + input projections + encoder": (detr, "encode"),
+            "mask head": (dec.mask_head, "forward"),
+            "query selection": (dec, "init_frame_queries"),
+            "decoder value projections": (dec, "project_values"),
+            "decoder (per clip)": (dec, "decode"),
+        }
+
+    def _timed(self, name: str, fn):
+        def wrapped(*args, **kwargs):
+            _sync(self.device)
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            _sync(self.device)
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            return out
+
+        return wrapped
+
+    def __enter__(self) -> StageTimer:
+        for name, (obj, attr) in self.targets.items():
+            setattr(obj, attr, self._timed(name, getattr(obj, attr)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for obj, attr in self.targets.values():
+            delattr(obj, attr)  # the instance attribute shadowed the class's method
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -153,7 +191,8 @@ def main() -> None:
         model([warmup])
     video = {"image": synthetic_frames(args.frames, args.height, args.width)}
     profiler = torch.profiler.profile() if args.profile else contextlib.nullcontext()
-    with profiler as prof, PeakMemory(device) as peak, torch.no_grad(), autocast():
+    timer = StageTimer(model, device)
+    with profiler as prof, PeakMemory(device) as peak, timer, torch.no_grad(), autocast():
         _sync(device)
         start, cpu_start = time.perf_counter(), time.process_time()
         out = model([video])
@@ -165,6 +204,8 @@ def main() -> None:
         f"{seconds / args.frames:.2f} s/frame ({cpu_seconds / args.frames:.2f} CPU-s/frame of this process), "
         f"extra peak memory {memory}, {len(out['pred_scores'])} outputs"
     )
+    stages = ", ".join(f"{name} {sec:.1f} s" for name, sec in timer.seconds.items())
+    print(f"  stages: {stages}; the rest (clip post-processing, tracking, RLE) is in the total")
     if args.profile:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
