@@ -8,7 +8,6 @@ clip's post-processing, the window outputs and the final results.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +15,11 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 from _inference_testing import RecordingTracker, probe, window_mask_logits
-from detectron2.config import get_cfg
 
 import mdqe.inference.video as video_module
 import mdqe.modeling.meta_arch as meta_arch
-from mdqe.config import add_mdqe_config
 from mdqe.inference import infer_video
 from mdqe.inference.masks import mask_logits_to_probs
-from mdqe.modeling import MDQE
 
 pytestmark = pytest.mark.slow
 
@@ -31,18 +27,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def recorded_clips(reference_dir, r50_ovis, r50_ovis_long):
+def recorded_clips(make_reference_model, r50_ovis, r50_ovis_long):
     """(heads per (start, end), mask features per frame, image size) of the model on the long video."""
-    spec = importlib.util.spec_from_file_location("gen_weights", reference_dir / "gen_weights.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    cfg = get_cfg()
-    add_mdqe_config(cfg)
-    cfg.merge_from_file(str(REPO_ROOT / "configs" / "R50_ovis_360.yaml"))
-    cfg.merge_from_list(r50_ovis["opts"])
-    model = MDQE(cfg).eval()
-    layout = gen.read_layout(reference_dir / "state_dict_R50_ovis_360.tsv")
-    model.load_state_dict(gen.make_state_dict(layout, r50_ovis["seed"], integers=r50_ovis["int_buffers"]))
+    model = make_reference_model(r50_ovis).eval()  # the long video's model is the 7-frame fixture's
 
     heads, feats = {}, {}
 

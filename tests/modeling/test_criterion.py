@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 from pathlib import Path
@@ -413,34 +412,11 @@ def test_cuda_losses_equal_cpu_losses():
 
 
 # ------------------------------------------------------------------- the original's loss dict (model)
-def _load_gen_weights(reference_dir: Path):
-    spec = importlib.util.spec_from_file_location("gen_weights", reference_dir / "gen_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def reference_model(reference_dir):
-    """The R50_ovis_360 model with the fixture's generated weights, or a skip if it cannot be built yet."""
-    if importlib.util.find_spec("mdqe.modeling.meta_arch") is None:
-        pytest.skip("mdqe.modeling.meta_arch does not exist yet: the loss-dict comparison needs the model")
-    from detectron2.modeling import META_ARCH_REGISTRY, build_model
-
-    import mdqe.modeling.meta_arch  # noqa: F401  (registers MDQE)
-
-    if "MDQE" not in META_ARCH_REGISTRY:
-        pytest.skip("MDQE is not registered in META_ARCH_REGISTRY yet")
+def reference_model(reference_dir, make_reference_model):
+    """The R50_ovis_360 model with the fixture's generated weights, in train mode, and the fixture's seed."""
     fixture = torch.load(reference_dir / FIXTURE, weights_only=False)
-    cfg = get_cfg()
-    add_mdqe_config(cfg)
-    cfg.merge_from_file(str(REPO / fixture["config"]))
-    cfg.merge_from_list(fixture["opts"])
-    model = build_model(cfg)
-    gen = _load_gen_weights(reference_dir)
-    layout = gen.read_layout(reference_dir / "state_dict_R50_ovis_360.tsv")
-    model.load_state_dict(gen.make_state_dict(layout, fixture["seed"], integers=fixture["int_buffers"]))
-    model.train()
+    model = make_reference_model(fixture).train()
     return model, fixture["seed"]
 
 

@@ -7,19 +7,15 @@ of `fixtures/r50_ovis_seed1.pt`. The training test compares the loss dict on the
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.structures import BitMasks, Instances
 from pycocotools import mask as mask_utils
 
 import mdqe.modeling.meta_arch as meta_arch
-from mdqe.config import add_mdqe_config
-from mdqe.modeling import MDQE
 
 pytestmark = pytest.mark.slow
 
@@ -33,18 +29,8 @@ def fixture(reference_dir):
 
 
 @pytest.fixture(scope="module")
-def model(reference_dir, fixture):
-    spec = importlib.util.spec_from_file_location("gen_weights", reference_dir / "gen_weights.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    cfg = get_cfg()
-    add_mdqe_config(cfg)
-    cfg.merge_from_file(str(REPO_ROOT / "configs" / "R50_ovis_360.yaml"))
-    cfg.merge_from_list(fixture["opts"])
-    model = MDQE(cfg).eval()
-    layout = gen.read_layout(reference_dir / "state_dict_R50_ovis_360.tsv")
-    model.load_state_dict(gen.make_state_dict(layout, fixture["seed"], integers=fixture["int_buffers"]))
-    return model
+def model(make_reference_model, fixture):
+    return make_reference_model(fixture).eval()
 
 
 @pytest.fixture(scope="module")

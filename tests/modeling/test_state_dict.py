@@ -3,7 +3,6 @@ checkpoints load without missing or unexpected keys."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -25,13 +24,6 @@ def _cfg(name: str):
     cfg.merge_from_file(str(REPO_ROOT / "configs" / f"{name}.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     return cfg
-
-
-def _gen_weights(reference_dir: Path):
-    spec = importlib.util.spec_from_file_location("gen_weights", reference_dir / "gen_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _layout(reference_dir: Path, name: str) -> list[tuple[str, str, str]]:
@@ -69,12 +61,11 @@ def test_integer_buffers_equal_the_originals(reference_dir, r50_ovis_model):
 
 
 def test_generated_checkpoint_loads_without_missing_or_unexpected_keys(
-    reference_dir, r50_ovis_model, tmp_path, caplog
+    reference_dir, gen_weights, r50_ovis_model, tmp_path, caplog
 ):
-    gen = _gen_weights(reference_dir)
     ints = {k: v for k, v in r50_ovis_model.state_dict().items() if not v.is_floating_point()}
-    weights = gen.make_state_dict(
-        gen.read_layout(reference_dir / "state_dict_R50_ovis_360.tsv"), 1, integers=ints
+    weights = gen_weights.make_state_dict(
+        gen_weights.read_layout(reference_dir / "state_dict_R50_ovis_360.tsv"), 1, integers=ints
     )
     path = tmp_path / "model_final.pth"
     torch.save({"model": weights}, path)
