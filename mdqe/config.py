@@ -99,6 +99,9 @@ def _add_model_config(cfg: CfgNode) -> None:
     cfg.MODEL.MDQE.MASK_DIM = 32
     # Unused by the original.
     cfg.MODEL.MDQE.NUM_MASK_LAYERS = 1
+    # Not in the original (whose behaviour is 1.0): initial scale (GroupNorm weight) of the mask features.
+    # Only matters when training from scratch; see mdqe/modeling/mask_head.py.
+    cfg.MODEL.MDQE.MASK_FEAT_INIT_SCALE = 1.0
 
     # Transformer.
     # Heads of every attention layer.

@@ -232,6 +232,7 @@ class QueryDecoder(nn.Module):
         temporal_attn: bool = True,
         window_inter_frame_asso: float = 5,
         query_embed_dim: int = 64,
+        mask_feat_init_scale: float = 1.0,
     ):
         """
         Args:
@@ -244,6 +245,7 @@ class QueryDecoder(nn.Module):
             temporal_attn: use the temporal cross-attention of instance queries (DEC_TEMPORAL).
             window_inter_frame_asso: grid window of the association (halved at inference).
             query_embed_dim: E, size of the track embeddings.
+            mask_feat_init_scale: initial scale of the mask features (see `MaskHead`).
         """
         super().__init__()
         self.grid_size = int(math.sqrt(num_queries))
@@ -264,7 +266,7 @@ class QueryDecoder(nn.Module):
         self.rpn_cls_embed = MLP(dim, dim, num_classes, 3)
         self.cls_embed = MLP(dim, dim, num_classes, 3)
         self.track_embed = MLP(dim, dim, query_embed_dim, 3)
-        self.mask_head = MaskHead(dim)
+        self.mask_head = MaskHead(dim, init_scale=mask_feat_init_scale)
         self.mask_embed = MLP(dim, dim, self.mask_head.mask_dim, 3)
         self._reset_parameters()
 

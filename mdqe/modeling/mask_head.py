@@ -37,9 +37,17 @@ class DepthwiseSeparableConv2d(nn.Module):
 
 class MaskHead(nn.Module):
     """Top-down fusion of the stride-32/16/8 encoder maps, then a x2 upsample to stride 4 and a
-    projection to `hidden_dim // 8` non-negative mask feature channels."""
+    projection to `hidden_dim // 8` non-negative mask feature channels.
 
-    def __init__(self, hidden_dim: int):
+    `init_scale` is the initial GroupNorm weight of the last layer, i.e. the initial scale of the mask
+    features (1.0, PyTorch's default, is the original's). It only matters when training from scratch:
+    mask logits are `tanh(coefficients) . features`, so with unit-scale features confident masks need
+    saturated coefficients, and from random features the coefficients of all queries saturate to one
+    shared "any object" pattern before the queries can tell instances apart. Larger features keep the
+    coefficients in tanh's linear range while that happens.
+    """
+
+    def __init__(self, hidden_dim: int, init_scale: float = 1.0):
         super().__init__()
         self.mask_dim = hidden_dim // 8
         self.lay1 = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1)
@@ -59,6 +67,7 @@ class MaskHead(nn.Module):
         for conv in (self.lay1, self.lay2, self.lay3, self.adapter1, self.adapter2):
             nn.init.kaiming_uniform_(conv.weight, a=1)
             nn.init.zeros_(conv.bias)
+        nn.init.constant_(self.out_lay2.gn.weight, init_scale)
 
     def forward(self, level8: torch.Tensor, level16: torch.Tensor, level32: torch.Tensor) -> torch.Tensor:
         """

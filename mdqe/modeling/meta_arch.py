@@ -253,6 +253,7 @@ class MDQE(nn.Module):
             temporal_attn=mdqe.DEC_TEMPORAL,
             window_inter_frame_asso=mdqe.WINDOW_INTER_FRAME_ASSOCIATION,
             query_embed_dim=mdqe.QUERY_EMBED_DIM,
+            mask_feat_init_scale=mdqe.MASK_FEAT_INIT_SCALE,
         )
         return {
             "detr": MDQETransformer(backbone, encoder, decoder, mdqe.NUM_FEATURE_LEVELS),

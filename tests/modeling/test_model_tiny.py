@@ -104,6 +104,34 @@ def test_training_rejects_clips_of_the_wrong_length(model):
         model.eval()
 
 
+def test_mask_feature_init_scale_scales_only_the_initial_mask_features():
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    default = MDQE(cfg).eval()
+    cfg.MODEL.MDQE.MASK_FEAT_INIT_SCALE = 8.0
+    torch.manual_seed(0)
+    scaled = MDQE(cfg).eval()
+    head, scaled_head = default.detr.transformer_dec.mask_head, scaled.detr.transformer_dec.mask_head
+    # the original's init (PyTorch's GroupNorm default) unless asked otherwise
+    assert torch.equal(head.out_lay2.gn.weight, torch.ones(head.mask_dim))
+    assert torch.equal(scaled_head.out_lay2.gn.weight, torch.full((head.mask_dim,), 8.0))
+    # same checkpoint layout and, apart from that weight, the same initial parameters
+    scaled_state = scaled.state_dict()
+    gn_keys = [k for k in scaled_state if k.endswith("mask_head.out_lay2.gn.weight")]
+    assert gn_keys and default.state_dict().keys() == scaled_state.keys()
+    for key, value in default.state_dict().items():
+        if key not in gn_keys:
+            assert torch.equal(value, scaled_state[key]), key
+    # ReLU(8 x) = 8 ReLU(x): the mask features are exactly 8 times larger
+    memory = torch.randn(2, sum(h * w for h, w in [(8, 12), (4, 6), (2, 3), (1, 2)]), 64)
+    shapes = torch.tensor([[8, 12], [4, 6], [2, 3], [1, 2]])
+    with torch.no_grad():
+        feats = default.detr.transformer_dec.mask_features(memory, shapes)
+        scaled_feats = scaled.detr.transformer_dec.mask_features(memory, shapes)
+    assert feats.abs().sum() > 0
+    torch.testing.assert_close(scaled_feats, 8 * feats)
+
+
 def test_video_inference_returns_the_per_video_output_dict(model):
     out = model([{"image": _frames(7), "height": 2 * HEIGHT, "width": 2 * WIDTH}])
     assert out["image_size"] == (2 * HEIGHT, 2 * WIDTH)
