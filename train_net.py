@@ -98,10 +98,10 @@ def check_run_inputs(cfg: CfgNode, eval_only: bool, resume: bool) -> None:
                     f"error: {key} names {name!r}, which is not a registered dataset{hint} "
                     "(datasets/README.md lists the registered ones)"
                 )
-        try:
-            DatasetCatalog.get(name)  # also generates the synthetic datasets once, before workers start
-        except FileNotFoundError as e:
-            sys.exit(f"error: {e}")
+            try:
+                DatasetCatalog.get(name)  # also generates the synthetic datasets once, before workers start
+            except FileNotFoundError as e:
+                sys.exit(f"error: {e}")
 
 
 def _environment_info() -> str:

@@ -71,3 +71,25 @@ def test_missing_dataset_folder(tmp_path):
 def test_unknown_config_key(tmp_path):
     result = run_train_net("--config-file", TINY, "SOLVER.NO_SUCH_KEY", "1", datasets_root=str(tmp_path))
     assert_one_line_error(result, "SOLVER.NO_SUCH_KEY")
+
+
+def test_every_dataset_of_a_key_is_checked(tmp_path):
+    # the missing one is not the last name of DATASETS.TEST
+    result = run_train_net(
+        "--config-file",
+        TINY,
+        "DATASETS.TEST",
+        '("ytvis_ovis_dev", "synthetic_vis_val")',
+        datasets_root=str(tmp_path),
+    )
+    assert_one_line_error(result, "ytvis_ovis_dev", str(tmp_path))
+
+
+def test_empty_dataset_lists_pass_the_input_checks():
+    sys.path.insert(0, str(REPO_ROOT))
+    try:
+        import train_net
+    finally:
+        sys.path.remove(str(REPO_ROOT))
+    cfg = train_net.load_config(str(REPO_ROOT / TINY), ["DATASETS.TRAIN", "()", "DATASETS.TEST", "()"])
+    train_net.check_run_inputs(cfg, eval_only=False, resume=False)
