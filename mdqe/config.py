@@ -102,6 +102,9 @@ def _add_model_config(cfg: CfgNode) -> None:
     # Not in the original (whose behaviour is 1.0): initial scale (GroupNorm weight) of the mask features.
     # Only matters when training from scratch; see mdqe/modeling/mask_head.py.
     cfg.MODEL.MDQE.MASK_FEAT_INIT_SCALE = 1.0
+    # Not in the original: number of mask feature channels (prototypes); 0 means HIDDEN_DIM // 8, the
+    # original's (MASK_DIM above is not used by the original, and Swin-L's HIDDEN_DIM 192 gives 24).
+    cfg.MODEL.MDQE.MASK_FEAT_DIM = 0
 
     # Transformer.
     # Heads of every attention layer.

@@ -233,6 +233,7 @@ class QueryDecoder(nn.Module):
         window_inter_frame_asso: float = 5,
         query_embed_dim: int = 64,
         mask_feat_init_scale: float = 1.0,
+        mask_feat_dim: int = 0,
     ):
         """
         Args:
@@ -246,6 +247,7 @@ class QueryDecoder(nn.Module):
             window_inter_frame_asso: grid window of the association (halved at inference).
             query_embed_dim: E, size of the track embeddings.
             mask_feat_init_scale: initial scale of the mask features (see `MaskHead`).
+            mask_feat_dim: number of mask feature channels; 0: dim // 8, the original's.
         """
         super().__init__()
         self.grid_size = int(math.sqrt(num_queries))
@@ -266,7 +268,7 @@ class QueryDecoder(nn.Module):
         self.rpn_cls_embed = MLP(dim, dim, num_classes, 3)
         self.cls_embed = MLP(dim, dim, num_classes, 3)
         self.track_embed = MLP(dim, dim, query_embed_dim, 3)
-        self.mask_head = MaskHead(dim, init_scale=mask_feat_init_scale)
+        self.mask_head = MaskHead(dim, init_scale=mask_feat_init_scale, mask_dim=mask_feat_dim)
         self.mask_embed = MLP(dim, dim, self.mask_head.mask_dim, 3)
         self._reset_parameters()
 

@@ -37,7 +37,8 @@ class DepthwiseSeparableConv2d(nn.Module):
 
 class MaskHead(nn.Module):
     """Top-down fusion of the stride-32/16/8 encoder maps, then a x2 upsample to stride 4 and a
-    projection to `hidden_dim // 8` non-negative mask feature channels.
+    projection to `mask_dim` (by default `hidden_dim // 8`, the original's) non-negative mask feature
+    channels.
 
     `init_scale` is the initial GroupNorm weight of the last layer, i.e. the initial scale of the mask
     features (1.0, PyTorch's default, is the original's). It only matters when training from scratch:
@@ -47,9 +48,9 @@ class MaskHead(nn.Module):
     coefficients in tanh's linear range while that happens.
     """
 
-    def __init__(self, hidden_dim: int, init_scale: float = 1.0):
+    def __init__(self, hidden_dim: int, init_scale: float = 1.0, mask_dim: int = 0):
         super().__init__()
-        self.mask_dim = hidden_dim // 8
+        self.mask_dim = mask_dim or hidden_dim // 8
         self.lay1 = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1)
         self.gn1 = nn.GroupNorm(8, hidden_dim)
         self.lay2 = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1)
@@ -75,7 +76,7 @@ class MaskHead(nn.Module):
             level8, level16, level32: (N, C, H_l, W_l) encoder maps at strides 8, 16 and 32.
 
         Returns:
-            (N, C // 8, 2 H_8, 2 W_8) mask features (>= 0) at stride 4.
+            (N, mask_dim, 2 H_8, 2 W_8) mask features (>= 0) at stride 4.
         """
         x = F.gelu(self.gn1(self.lay1(level32)))
         skip = self.adapter1(level16)

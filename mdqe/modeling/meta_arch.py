@@ -254,6 +254,7 @@ class MDQE(nn.Module):
             window_inter_frame_asso=mdqe.WINDOW_INTER_FRAME_ASSOCIATION,
             query_embed_dim=mdqe.QUERY_EMBED_DIM,
             mask_feat_init_scale=mdqe.MASK_FEAT_INIT_SCALE,
+            mask_feat_dim=mdqe.MASK_FEAT_DIM,
         )
         return {
             "detr": MDQETransformer(backbone, encoder, decoder, mdqe.NUM_FEATURE_LEVELS),

@@ -132,6 +132,23 @@ def test_mask_feature_init_scale_scales_only_the_initial_mask_features():
     torch.testing.assert_close(scaled_feats, 8 * feats)
 
 
+def test_mask_feature_dim_sets_the_prototypes_and_coefficients_and_trains(model):
+    cfg = tiny_cfg()
+    hidden = cfg.MODEL.MDQE.HIDDEN_DIM
+    assert model.detr.transformer_dec.mask_dim == hidden // 8  # 0: the original's HIDDEN_DIM // 8
+    cfg.MODEL.MDQE.MASK_FEAT_DIM = 24
+    torch.manual_seed(0)
+    wide = MDQE(cfg)
+    decoder = wide.detr.transformer_dec
+    assert decoder.mask_dim == 24 and decoder.mask_embed.layers[-1].out_features == 24
+    memory = torch.randn(1, sum(h * w for h, w in [(8, 12), (4, 6), (2, 3), (1, 2)]), hidden)
+    shapes = torch.tensor([[8, 12], [4, 6], [2, 3], [1, 2]])
+    with torch.no_grad():
+        assert decoder.mask_features(memory, shapes).shape == (1, 24, 16, 24)
+    losses = wide([_clip(cfg.INPUT.SAMPLING_FRAME_NUM)])
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
 def test_video_inference_returns_the_per_video_output_dict(model):
     out = model([{"image": _frames(7), "height": 2 * HEIGHT, "width": 2 * WIDTH}])
     assert out["image_size"] == (2 * HEIGHT, 2 * WIDTH)
