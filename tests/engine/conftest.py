@@ -18,20 +18,23 @@ TINY_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synthetic" / "t
 TRAIN_NAME = "engine_tests_synthetic_train"
 
 
+def register_two_videos(name: str, root: Path, size: int) -> str:
+    """Write (once) and register as `name` a 2-video synthetic set: 8 frames of size x size, 2-3
+    shapes each (the same scenes at every size)."""
+    if name not in DatasetCatalog.list():
+        spec = SplitSpec(
+            num_videos=2, min_length=8, max_length=8, frame_sizes=((size, size),), max_instances=3
+        )
+        write_synthetic_vis(str(root), {"train": spec}, num_coco_images=0, seed=11)
+        meta = instances_meta(SYNTHETIC_CATEGORIES)
+        register_ytvis_instances(name, meta, str(root / "train.json"), str(root / "train" / "JPEGImages"))
+    return name
+
+
 @pytest.fixture(scope="session")
 def tiny_video_dataset(tmp_path_factory) -> str:
     """Name of a registered 2-video synthetic dataset (8 frames of 64 x 64, 2-3 shapes each)."""
-    if TRAIN_NAME not in DatasetCatalog.list():
-        root = tmp_path_factory.mktemp("engine_synthetic")
-        spec = SplitSpec(num_videos=2, min_length=8, max_length=8, frame_sizes=((64, 64),), max_instances=3)
-        write_synthetic_vis(str(root), {"train": spec}, num_coco_images=0, seed=11)
-        register_ytvis_instances(
-            TRAIN_NAME,
-            instances_meta(SYNTHETIC_CATEGORIES),
-            str(root / "train.json"),
-            str(root / "train" / "JPEGImages"),
-        )
-    return TRAIN_NAME
+    return register_two_videos(TRAIN_NAME, tmp_path_factory.mktemp("engine_synthetic"), 64)
 
 
 @pytest.fixture(scope="session")
