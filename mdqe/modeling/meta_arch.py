@@ -230,6 +230,12 @@ class MDQE(nn.Module):
 
         mdqe = cfg.MODEL.MDQE
         hidden_dim = mdqe.HIDDEN_DIM
+        if mdqe.MASK_FEAT_DIM < 0 or mdqe.MASK_FEAT_INIT_SCALE <= 0:
+            raise ValueError(
+                "MODEL.MDQE.MASK_FEAT_DIM must be >= 0 (0: HIDDEN_DIM // 8) and "
+                f"MODEL.MDQE.MASK_FEAT_INIT_SCALE > 0; got {mdqe.MASK_FEAT_DIM} and "
+                f"{mdqe.MASK_FEAT_INIT_SCALE}"
+            )
         backbone = BackboneWithPosition(
             MaskedBackbone.from_config(cfg), PositionEmbeddingSine(hidden_dim // 2, normalize=True)
         )

@@ -147,6 +147,9 @@ def test_mask_feature_dim_sets_the_prototypes_and_coefficients_and_trains(model)
         assert decoder.mask_features(memory, shapes).shape == (1, 24, 16, 24)
     losses = wide([_clip(cfg.INPUT.SAMPLING_FRAME_NUM)])
     assert all(torch.isfinite(v) for v in losses.values())
+    cfg.MODEL.MDQE.MASK_FEAT_DIM = -1
+    with pytest.raises(ValueError, match=r"MODEL\.MDQE\.MASK_FEAT_DIM"):
+        MDQE(cfg)
 
 
 def test_video_inference_returns_the_per_video_output_dict(model):
