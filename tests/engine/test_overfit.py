@@ -42,24 +42,25 @@ def overfit_run(two_videos, tmp_path_factory) -> tuple[list[float], dict]:
     cfg = get_cfg()
     add_mdqe_config(cfg)
     cfg.merge_from_file(str(CONFIG))
-    cfg.merge_from_list([
-        "OUTPUT_DIR", str(tmp_path_factory.mktemp("overfit")),
-        "MODEL.MDQE.MASK_FEAT_DIM", 32,
-        "DATALOADER.NUM_WORKERS", 0,
-        "DATASETS.TRAIN", f"('{two_videos}',)",
-        "DATASETS.TEST", f"('{two_videos}',)",
-        "INPUT.MIN_SIZE_TRAIN", f"({SIZE},)",
-        "INPUT.MAX_SIZE_TRAIN", SIZE,
-        "INPUT.MIN_SIZE_TEST", SIZE,
-        "INPUT.MAX_SIZE_TEST", SIZE,
-        "INPUT.RANDOM_FLIP", "none",
-        "SOLVER.IMS_PER_BATCH", 2,
-        "SOLVER.MAX_ITER", MAX_ITER,
-        "SOLVER.WARMUP_ITERS", 20,
-        "SOLVER.STEPS", f"({MAX_ITER * 4 // 5},)",
-        "SOLVER.CHECKPOINT_PERIOD", 100000,
-        "SEED", 0,
-    ])
+    overrides = {
+        "OUTPUT_DIR": str(tmp_path_factory.mktemp("overfit")),
+        "MODEL.MDQE.MASK_FEAT_DIM": 32,
+        "DATALOADER.NUM_WORKERS": 0,
+        "DATASETS.TRAIN": f"('{two_videos}',)",
+        "DATASETS.TEST": f"('{two_videos}',)",
+        "INPUT.MIN_SIZE_TRAIN": f"({SIZE},)",
+        "INPUT.MAX_SIZE_TRAIN": SIZE,
+        "INPUT.MIN_SIZE_TEST": SIZE,
+        "INPUT.MAX_SIZE_TEST": SIZE,
+        "INPUT.RANDOM_FLIP": "none",
+        "SOLVER.IMS_PER_BATCH": 2,
+        "SOLVER.MAX_ITER": MAX_ITER,
+        "SOLVER.WARMUP_ITERS": 20,
+        "SOLVER.STEPS": f"({MAX_ITER * 4 // 5},)",
+        "SOLVER.CHECKPOINT_PERIOD": 100000,
+        "SEED": 0,
+    }
+    cfg.merge_from_list([item for pair in overrides.items() for item in pair])
     torch.manual_seed(0)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
