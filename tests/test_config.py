@@ -430,10 +430,20 @@ def test_defaults_equal_the_originals() -> None:
     assert _mismatches(_mdqe_cfg(), ORIGINAL_DEFAULTS) == []
 
 
-def test_adds_exactly_the_original_keys_and_changes_only_freeze_at() -> None:
+# Keys the original does not have, each with the default that reproduces the original's behaviour (the
+# options of training from scratch, see mdqe/modeling/mask_head.py). Any other key is a defect.
+EXTENSIONS: dict[str, Any] = {
+    "MODEL.MDQE.MASK_FEAT_INIT_SCALE": 1.0,
+    "MODEL.MDQE.MASK_FEAT_DIM": 0,
+}
+
+
+def test_adds_exactly_the_original_keys_and_the_listed_extensions_and_changes_only_freeze_at() -> None:
     base = _flatten(get_cfg())
     extended = _flatten(_mdqe_cfg())
-    assert set(extended) - set(base) == set(ORIGINAL_DEFAULTS) - {"MODEL.BACKBONE.FREEZE_AT"}
+    original = set(ORIGINAL_DEFAULTS) - {"MODEL.BACKBONE.FREEZE_AT"}
+    assert set(extended) - set(base) == original | set(EXTENSIONS)
+    assert {key: extended[key] for key in EXTENSIONS} == EXTENSIONS
     changed = {key for key in base if base[key] != extended[key]}
     assert changed == {"MODEL.BACKBONE.FREEZE_AT"}
 
