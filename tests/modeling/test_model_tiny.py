@@ -104,6 +104,13 @@ def test_training_rejects_clips_of_the_wrong_length(model):
         model.eval()
 
 
+def _encoder_memory(batch: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random encoder output (batch, sum(H_l W_l), dim) of four levels (stride 8 = 8 x 12) and the
+    (4, 2) level shapes."""
+    shapes = torch.tensor([[8, 12], [4, 6], [2, 3], [1, 2]])
+    return torch.randn(batch, int(shapes.prod(dim=1).sum()), dim), shapes
+
+
 def test_mask_feature_init_scale_scales_only_the_initial_mask_features():
     cfg = tiny_cfg()
     torch.manual_seed(0)
@@ -123,8 +130,7 @@ def test_mask_feature_init_scale_scales_only_the_initial_mask_features():
         if key not in gn_keys:
             assert torch.equal(value, scaled_state[key]), key
     # ReLU(8 x) = 8 ReLU(x): the mask features are exactly 8 times larger
-    memory = torch.randn(2, sum(h * w for h, w in [(8, 12), (4, 6), (2, 3), (1, 2)]), 64)
-    shapes = torch.tensor([[8, 12], [4, 6], [2, 3], [1, 2]])
+    memory, shapes = _encoder_memory(2, 64)
     with torch.no_grad():
         feats = default.detr.transformer_dec.mask_features(memory, shapes)
         scaled_feats = scaled.detr.transformer_dec.mask_features(memory, shapes)
@@ -141,8 +147,7 @@ def test_mask_feature_dim_sets_the_prototypes_and_coefficients_and_trains(model)
     wide = MDQE(cfg)
     decoder = wide.detr.transformer_dec
     assert decoder.mask_dim == 24 and decoder.mask_embed.layers[-1].out_features == 24
-    memory = torch.randn(1, sum(h * w for h, w in [(8, 12), (4, 6), (2, 3), (1, 2)]), hidden)
-    shapes = torch.tensor([[8, 12], [4, 6], [2, 3], [1, 2]])
+    memory, shapes = _encoder_memory(1, hidden)
     with torch.no_grad():
         assert decoder.mask_features(memory, shapes).shape == (1, 24, 16, 24)
     losses = wide([_clip(cfg.INPUT.SAMPLING_FRAME_NUM)])
