@@ -14,7 +14,7 @@ from detectron2.structures import BoxMode
 from mdqe.data.datasets import COCO_TO_OVIS, COCO_TO_YTVIS_2019, COCO_TO_YTVIS_2021, load_ytvis_json
 from mdqe.data.datasets.ytvis import DatasetNotFoundError
 from mdqe.data.frames import read_frame
-from mdqe.data.synthetic import split_video
+from mdqe.data.synthetic import DEFAULT_NUM_COCO_IMAGES, split_video
 
 
 def _decode(segm: dict) -> np.ndarray:
@@ -153,3 +153,13 @@ def test_synthetic_vis_val_is_generated_on_first_use_and_round_trips():
     for t, frame in enumerate(record["annotations"]):
         for obj in frame:
             assert np.array_equal(_decode(obj["segmentation"]), video.masks[ids.index(obj["id"]), t])
+
+
+@pytest.mark.slow
+def test_synthetic_coco_train_loads_coco_format_images():
+    records = DatasetCatalog.get("synthetic_coco_train")
+    assert len(records) == DEFAULT_NUM_COCO_IMAGES
+    first = records[0]
+    assert "synthetic_vis/coco/" in first["file_name"] and "file_names" not in first
+    assert first["annotations"] and all("segmentation" in obj for obj in first["annotations"])
+    assert len({r["image_id"] for r in records}) == len(records)

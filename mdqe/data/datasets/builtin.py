@@ -61,29 +61,27 @@ def register_coco_video_instances(name: str, metadata: dict, json_file: str, ima
         return load_coco_json(json_file, image_root, name)
 
     DatasetCatalog.register(name, load)
-    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata)
+    MetadataCatalog.get(name).set(
+        json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata
+    )
 
 
 def _register_synthetic(root: str) -> None:
+    """Register the synthetic splits; the dataset is generated under `root` on first load."""
     meta = instances_meta(SYNTHETIC_CATEGORIES)
-    for name, (image_root, json_file) in SYNTHETIC_VIS_SPLITS.items():
+    splits = [(name, paths, load_ytvis_json, "ytvis") for name, paths in SYNTHETIC_VIS_SPLITS.items()]
+    splits += [(name, paths, load_coco_json, "coco") for name, paths in SYNTHETIC_COCO_SPLITS.items()]
+    for name, (image_root, json_file), load_json, evaluator_type in splits:
         image_root, json_file = os.path.join(root, image_root), os.path.join(root, json_file)
 
-        def load(name=name, image_root=image_root, json_file=json_file) -> list[dict]:
+        def load(name=name, image_root=image_root, json_file=json_file, load_json=load_json) -> list[dict]:
             ensure_synthetic_vis(root, accept_existing=True)
-            return load_ytvis_json(json_file, image_root, name)
+            return load_json(json_file, image_root, name)
 
         DatasetCatalog.register(name, load)
-        MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="ytvis", **meta)
-    for name, (image_root, json_file) in SYNTHETIC_COCO_SPLITS.items():
-        image_root, json_file = os.path.join(root, image_root), os.path.join(root, json_file)
-
-        def load_coco(name=name, image_root=image_root, json_file=json_file) -> list[dict]:
-            ensure_synthetic_vis(root, accept_existing=True)
-            return load_coco_json(json_file, image_root, name)
-
-        DatasetCatalog.register(name, load_coco)
-        MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco", **meta)
+        MetadataCatalog.get(name).set(
+            json_file=json_file, image_root=image_root, evaluator_type=evaluator_type, **meta
+        )
 
 
 def register_all_mdqe_datasets(root: str) -> None:
@@ -94,7 +92,9 @@ def register_all_mdqe_datasets(root: str) -> None:
         )
     coco_meta = _get_builtin_metadata("coco")
     for name, (image_root, json_file) in _PREDEFINED_COCO_VIDEO_SPLITS.items():
-        register_coco_video_instances(name, coco_meta, os.path.join(root, json_file), os.path.join(root, image_root))
+        register_coco_video_instances(
+            name, coco_meta, os.path.join(root, json_file), os.path.join(root, image_root)
+        )
     _register_synthetic(root)
 
 

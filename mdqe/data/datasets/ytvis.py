@@ -69,7 +69,9 @@ def read_json(json_file: str) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise DatasetFormatError(f"{json_file}: not a UTF-8 json file ({e})") from e
     if not isinstance(data, dict):
-        raise DatasetFormatError(f"{json_file}: expected a json object at top level, found {type(data).__name__}")
+        raise DatasetFormatError(
+            f"{json_file}: expected a json object at top level, found {type(data).__name__}"
+        )
     return data
 
 
@@ -177,7 +179,9 @@ def load_ytvis_json(
 
     logger.info(f"Loaded {len(dataset_dicts)} videos in YouTube-VIS format from {json_file}")
     if num_empty_videos:
-        logger.warning(f"{json_file}: {num_empty_videos} of {len(videos)} videos have no annotation in any frame")
+        logger.warning(
+            f"{json_file}: {num_empty_videos} of {len(videos)} videos have no annotation in any frame"
+        )
     if num_invalid_polygons:
         logger.warning(
             f"{json_file}: dropped {num_invalid_polygons} frame segmentations without a valid polygon "
@@ -187,7 +191,13 @@ def load_ytvis_json(
 
 
 def _add_track(
-    ann: dict, video: dict, length: int, id_map: dict, ann_keys: list, frames: list[list[dict]], json_file: str
+    ann: dict,
+    video: dict,
+    length: int,
+    id_map: dict,
+    ann_keys: list,
+    frames: list[list[dict]],
+    json_file: str,
 ) -> int:
     """Append the per-frame objects of one annotation track to `frames`; returns the number of frames
     dropped for having no valid polygon."""
@@ -218,7 +228,9 @@ def _add_track(
             bbox = list(bboxes[frame_idx])
         else:
             bbox = _segmentation_box(segm)
-        frames[frame_idx].append({**obj_base, "bbox": bbox, "bbox_mode": BoxMode.XYWH_ABS, "segmentation": segm})
+        frames[frame_idx].append(
+            {**obj_base, "bbox": bbox, "bbox_mode": BoxMode.XYWH_ABS, "segmentation": segm}
+        )
     return dropped
 
 
@@ -257,4 +269,6 @@ def register_ytvis_instances(name: str, metadata: dict, json_file: str, image_ro
         return load_ytvis_json(json_file, image_root, name)
 
     DatasetCatalog.register(name, load)
-    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="ytvis", **metadata)
+    MetadataCatalog.get(name).set(
+        json_file=json_file, image_root=image_root, evaluator_type="ytvis", **metadata
+    )
