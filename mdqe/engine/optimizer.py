@@ -48,6 +48,7 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
     """AdamW (or SGD) over per-parameter groups, with the original's gradient clipping.
 
     Reads SOLVER.{OPTIMIZER, BASE_LR, WEIGHT_DECAY, BACKBONE_MULTIPLIER, MOMENTUM, CLIP_GRADIENTS.*}.
+    CLIP_TYPE "full_model" clips only when CLIP_VALUE > 0, as the original; other types are detectron2's.
     OPTIMIZER is case-insensitive ("ADAMW" in the YAMLs, "AdamW" from the original's Swin defaults).
     """
     solver = cfg.SOLVER
@@ -61,7 +62,12 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
         raise ValueError(f"SOLVER.OPTIMIZER must be 'ADAMW' or 'SGD', got {solver.OPTIMIZER!r}")
     clip = solver.CLIP_GRADIENTS
     if clip.ENABLED and clip.CLIP_TYPE == "full_model":
-        optim_cls = _full_model_clipping(optim_cls, clip.CLIP_VALUE, clip.NORM_TYPE)
+        # The original clips the full model only for CLIP_VALUE > 0; 0 (or less) means no clipping,
+        # not clipping every gradient to norm 0.
+        if clip.CLIP_VALUE > 0:
+            optim_cls = _full_model_clipping(optim_cls, clip.CLIP_VALUE, clip.NORM_TYPE)
+        else:
+            logger.info("SOLVER.CLIP_GRADIENTS.CLIP_VALUE is %s: full-model clipping is off", clip.CLIP_VALUE)
     elif clip.ENABLED:
         optim_cls = maybe_add_gradient_clipping(cfg, optim_cls)
     optimizer = optim_cls(groups, lr=solver.BASE_LR, **kwargs)

@@ -17,6 +17,7 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import inflate_checkpoint_file
+from .hooks import FrozenTrainingWarning
 from .inference import inference_on_videos
 from .optimizer import build_optimizer
 from .train_loop import IterationSeeder, MDQEAMPTrainer, MDQESimpleTrainer
@@ -108,10 +109,12 @@ class Trainer(DefaultTrainer):
             logger.warning("The checkpoint has no optimizer state: the optimizer restarts from scratch")
 
     def build_hooks(self) -> list:
-        """detectron2's default hooks, preceded by per-iteration seeding when SEED >= 0."""
+        """detectron2's default hooks, preceded by per-iteration seeding when SEED >= 0, plus a warning
+        when the first iterations leave the model unchanged."""
         hooks = super().build_hooks()
         if self.cfg.SEED >= 0:
             hooks.insert(0, IterationSeeder(self.cfg.SEED))
+        hooks.append(FrozenTrainingWarning())
         return hooks
 
     @classmethod

@@ -57,3 +57,40 @@ def test_full_model_clipping_bounds_the_global_gradient_norm():
     params = [p for p in model.parameters() if p.grad is not None]
     total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
     assert total.item() == pytest.approx(0.01, rel=1e-4)
+
+
+def test_full_model_clipping_with_value_zero_is_off_as_in_the_original():
+    cfg = _cfg()
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.0
+    assert type(build_optimizer(cfg, Toy())) is torch.optim.AdamW
+
+
+def _weights(trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+def _train_weights(tiny_cfg, out, *opts) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(initial, final) weights of a 2-iteration tiny run."""
+    from mdqe.engine.trainer import Trainer
+
+    torch.manual_seed(0)
+    trainer = Trainer(tiny_cfg(out, "SOLVER.MAX_ITER", 2, "SEED", 3, *opts))
+    trainer.resume_or_load(resume=False)
+    initial = _weights(trainer)
+    trainer.train()
+    return initial, _weights(trainer)
+
+
+def test_clip_value_zero_trains_exactly_as_without_clipping(tiny_cfg, tmp_path):
+    clip = "SOLVER.CLIP_GRADIENTS"
+    start, off = _train_weights(tiny_cfg, tmp_path / "off", f"{clip}.ENABLED", False)
+    _, zero = _train_weights(
+        tiny_cfg,
+        tmp_path / "zero",
+        *(f"{clip}.ENABLED", True, f"{clip}.CLIP_TYPE", "full_model", f"{clip}.CLIP_VALUE", 0.0),
+    )
+    assert any(not torch.equal(off[k], start[k]) for k in off)  # the runs did train
+    for key, value in off.items():
+        assert torch.equal(zero[key], value), key
