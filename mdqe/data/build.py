@@ -1,14 +1,19 @@
 """Data loaders: a deterministic, resumable training stream over one or several datasets, and test loaders.
 
-Training stream. Iteration i's global batch (SOLVER.IMS_PER_BATCH clips) is a pure function of
-(seed, i): each of its B slots draws its source dataset with probability proportional to
-DATASETS.DATASET_RATIO and then a sample uniformly from that dataset (with replacement); the augmentation
-randomness of slot j is seeded from (seed, i, j). Rank r of w takes slots [r*B/w, (r+1)*B/w). Hence:
-- the stream does not depend on DATALOADER.NUM_WORKERS or on the world size (the union of the ranks'
-  slices is the global batch);
-- `start_iter` resumes exactly where a stopped run left off, without replaying anything.
-The original instead interleaves per-dataset detectron2 loaders through a shared pool, which makes its
-ratio approximate (digest §6.3); here the ratio holds exactly in expectation.
+Training stream (`ClipBatchPlan`), with the semantics of detectron2's TrainingSampler and
+AspectRatioGroupedDataset that the original uses:
+- every dataset is read in epochs: each epoch is a fresh permutation of its samples (no replacement
+  within an epoch), the permutation of epoch e a function of (seed, dataset, e);
+- each draw of the stream picks its source dataset with probability proportional to
+  DATASETS.DATASET_RATIO (so the frequencies across datasets are kept) and takes that dataset's next sample;
+- with DATALOADER.ASPECT_RATIO_GROUPING (default True, as detectron2), drawn samples wait in a landscape
+  (width > height) and a portrait bucket, and a bucket that holds SOLVER.IMS_PER_BATCH samples becomes the
+  next iteration's global batch, so a batch never mixes the two (less zero padding);
+- the augmentation randomness of slot j of iteration i is seeded from (seed, i, j).
+Rank r of w takes slots [r*B/w, (r+1)*B/w) of the global batch of B clips. The whole stream is a pure
+function of the seed (iteration i's batch is found by replaying the cheap index draws of the iterations
+before it, never the clips), hence it does not depend on DATALOADER.NUM_WORKERS or on the world size, and
+`start_iter` resumes exactly where a stopped run left off.
 """
 
 from __future__ import annotations
@@ -67,9 +72,25 @@ def get_train_dataset_dicts(dataset_name: str, filter_empty: bool = True) -> lis
 
 
 class ClipBatchPlan:
-    """Which (dataset, sample) fills each slot of each iteration's global batch; see the module docstring."""
+    """Which (dataset, sample) fills each slot of each iteration's global batch; see the module docstring.
 
-    def __init__(self, dataset_sizes: Sequence[int], ratios: Sequence[float], batch_size: int, seed: int):
+    Args:
+        dataset_sizes: number of samples of each dataset.
+        ratios: DATASETS.DATASET_RATIO, one non-negative weight per dataset.
+        batch_size: global batch size (SOLVER.IMS_PER_BATCH).
+        seed: the stream's seed.
+        landscape: per dataset, a (N,) bool array (width > height of each sample) to group batches by
+            orientation; None: no grouping.
+    """
+
+    def __init__(
+        self,
+        dataset_sizes: Sequence[int],
+        ratios: Sequence[float],
+        batch_size: int,
+        seed: int,
+        landscape: Sequence[np.ndarray] | None = None,
+    ):
         if len(ratios) != len(dataset_sizes):
             raise ValueError(
                 f"DATASETS.DATASET_RATIO has {len(ratios)} entries but DATASETS.TRAIN has "
@@ -80,18 +101,54 @@ class ClipBatchPlan:
             raise ValueError(
                 f"DATASETS.DATASET_RATIO must be non-negative with a positive sum, got {list(ratios)}"
             )
+        if landscape is not None and [len(a) for a in landscape] != list(dataset_sizes):
+            raise ValueError("ClipBatchPlan: one orientation flag per sample of every dataset is needed")
         self.probs = weights / weights.sum()
         self.dataset_sizes = list(dataset_sizes)
         self.batch_size = batch_size
         self.seed = seed
+        self.landscape = None if landscape is None else [np.asarray(a, dtype=bool) for a in landscape]
+        self._restart()
+
+    def _restart(self) -> None:
+        self._rng = np.random.default_rng([self.seed, 0])
+        self._epochs = [-1] * len(self.dataset_sizes)
+        self._cursors = [0] * len(self.dataset_sizes)
+        self._perms: list[np.ndarray] = [np.empty(0, np.int64)] * len(self.dataset_sizes)
+        self._buckets: tuple[list, list] = ([], [])
+        self._next_iteration = 0
+        self._last: list[tuple[int, int]] = []
+
+    def _next_sample(self, dataset: int) -> int:
+        """The next sample of `dataset`'s epoch-wise permutation stream."""
+        if self._cursors[dataset] >= len(self._perms[dataset]):
+            self._epochs[dataset] += 1
+            rng = np.random.default_rng([self.seed, 1, dataset, self._epochs[dataset]])
+            self._perms[dataset] = rng.permutation(self.dataset_sizes[dataset])
+            self._cursors[dataset] = 0
+        self._cursors[dataset] += 1
+        return int(self._perms[dataset][self._cursors[dataset] - 1])
+
+    def _step(self) -> list[tuple[int, int]]:
+        """Draw until one bucket is full; return it as the next iteration's batch."""
+        while True:
+            dataset = int(self._rng.choice(len(self.probs), p=self.probs))
+            sample = self._next_sample(dataset)
+            bucket = 0 if self.landscape is None or self.landscape[dataset][sample] else 1
+            self._buckets[bucket].append((dataset, sample))
+            if len(self._buckets[bucket]) == self.batch_size:
+                batch = list(self._buckets[bucket])
+                self._buckets[bucket].clear()
+                return batch
 
     def __call__(self, iteration: int) -> list[tuple[int, int]]:
         """(dataset index, sample index) for each of the `batch_size` slots of `iteration`."""
-        rng = np.random.default_rng([self.seed, iteration])
-        datasets = rng.choice(len(self.probs), size=self.batch_size, p=self.probs)
-        fractions = rng.random(self.batch_size)
-        sizes = np.asarray(self.dataset_sizes)[datasets]
-        return list(zip(datasets.tolist(), (fractions * sizes).astype(np.int64).tolist()))
+        if iteration < self._next_iteration - 1:
+            self._restart()
+        while self._next_iteration <= iteration:
+            self._last = self._step()
+            self._next_iteration += 1
+        return self._last
 
     def clip_seed(self, iteration: int, slot: int) -> int:
         """Seed of the augmentation randomness of one clip."""
@@ -186,12 +243,17 @@ def build_train_loader(
     rank = comm.get_rank() if rank is None else rank
     world_size = comm.get_world_size() if world_size is None else world_size
     batch_size = cfg.SOLVER.IMS_PER_BATCH
-    plan = ClipBatchPlan([len(d) for d in datasets], ratios, batch_size, _train_seed(cfg))
+    landscape = (
+        [np.array([r["width"] > r["height"] for r in d], dtype=bool) for d in datasets]
+        if cfg.DATALOADER.ASPECT_RATIO_GROUPING
+        else None
+    )
+    plan = ClipBatchPlan([len(d) for d in datasets], ratios, batch_size, _train_seed(cfg), landscape)
     sampler = _RankSlotSampler(start_iter, batch_size, rank, world_size)
     sources = ", ".join(f"{n} ({len(d)} samples, ratio {r})" for n, d, r in zip(names, datasets, ratios))
     logger.info(
         f"Training stream: {sources}; {batch_size} clips per iteration, seed {plan.seed}, "
-        f"starting at iteration {start_iter}"
+        f"{'' if landscape is not None else 'no '}aspect-ratio grouping, starting at iteration {start_iter}"
     )
     return torch.utils.data.DataLoader(
         TrainClipDataset(datasets, mappers, plan),

@@ -17,19 +17,28 @@ so concurrent processes never see a half-written dataset)::
       manifest.json                 generator parameters and per-video facts (seed, occlusion)
       train.json, valid.json        YouTube-VIS format
       train/JPEGImages/<video>/<frame>.jpg, valid/JPEGImages/...
-      coco_train.json, coco/<image>.jpg   COCO-format single frames for the pseudo-clip path
+      coco_train.json, coco/<image>.jpg   (only with num_coco_images > 0) COCO-format single frames
+                                    trained beside the videos as pseudo-clips
+
+`ensure_synthetic_coco(root)` writes the image pre-training set `root/synthetic_coco/` the same way (the
+original's COCO stage in miniature: single frames of the same generator, 2-6 shapes each)::
+
+    synthetic_coco/
+      manifest.json                 generator parameters and per-image facts (seed, occlusion)
+      train.json, val.json          COCO format
+      train/<image>.jpg, val/<image>.jpg
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import logging
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -41,9 +50,11 @@ __all__ = [
     "SYNTHETIC_CATEGORIES",
     "SplitSpec",
     "SyntheticVideo",
+    "ensure_synthetic_coco",
     "ensure_synthetic_vis",
     "render_video",
     "split_video",
+    "write_synthetic_coco",
     "write_synthetic_vis",
 ]
 
@@ -84,9 +95,11 @@ DEFAULT_SPLITS: dict[str, SplitSpec] = {
     "train": SplitSpec(num_videos=48),
     "valid": SplitSpec(num_videos=12, min_occlusion=0.4),
 }
-DEFAULT_NUM_COCO_IMAGES = 64
+DEFAULT_NUM_COCO_IMAGES = 0
+# the image pre-training set (synthetic_coco): held-out val images come from their own seeds
+DEFAULT_COCO_SPLITS: dict[str, int] = {"train": 8000, "val": 400}
 DEFAULT_SEED = 0
-_SPLIT_CODES = {"train": 1, "valid": 2, "coco": 3}
+_SPLIT_CODES = {"train": 1, "valid": 2, "coco": 3, "coco_val": 4}
 
 
 @dataclass
@@ -325,14 +338,16 @@ def _write_video_split(out_dir: str, split: str, spec: SplitSpec, seed: int) -> 
     return facts
 
 
-def _write_coco(out_dir: str, num_images: int, seed: int) -> None:
-    os.makedirs(os.path.join(out_dir, "coco"))
-    images, annotations = [], []
-    for index in range(num_images):
-        video = split_video("coco", index, seed)
+def _write_coco_images(out_dir: str, image_dir: str, json_name: str, split: str, num: int, seed: int) -> list:
+    """Write `num` single-frame images of `split` ("coco" or "coco_val") as a COCO-format json; returns
+    the per-image facts for the manifest."""
+    os.makedirs(os.path.join(out_dir, image_dir))
+    images, annotations, facts = [], [], []
+    for index in range(num):
+        video = split_video(split, index, seed, _coco_spec())
         height, width = video.frames.shape[1:3]
         file_name = f"{index + 1:06d}.jpg"
-        _write_jpeg(os.path.join(out_dir, "coco", file_name), video.frames[0])
+        _write_jpeg(os.path.join(out_dir, image_dir, file_name), video.frames[0])
         images.append({"id": index + 1, "file_name": file_name, "height": height, "width": width})
         for mask, category_id in zip(video.masks[:, 0], video.category_ids):
             if not mask.any():
@@ -349,9 +364,13 @@ def _write_coco(out_dir: str, num_images: int, seed: int) -> None:
                     "area": int(mask_util.area(rle)),
                 }
             )
+        facts.append(
+            {"image_id": index + 1, "seed": video.seed, "max_occlusion": round(video.max_occlusion, 4)}
+        )
     data = {"images": images, "annotations": annotations, "categories": _categories_json()}
-    with open(os.path.join(out_dir, "coco_train.json"), "w") as f:
+    with open(os.path.join(out_dir, json_name), "w") as f:
         json.dump(data, f)
+    return facts
 
 
 def write_synthetic_vis(
@@ -370,7 +389,25 @@ def write_synthetic_vis(
     for name, spec in splits.items():
         manifest["videos"][name] = _write_video_split(out_dir, name, spec, seed)
     if num_coco_images:
-        _write_coco(out_dir, num_coco_images, seed)
+        _write_coco_images(out_dir, "coco", "coco_train.json", "coco", num_coco_images, seed)
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+
+
+def write_synthetic_coco(
+    out_dir: str, splits: dict[str, int] | None = None, seed: int = DEFAULT_SEED
+) -> None:
+    """Write the image pre-training set (split name -> number of images; "train" and/or "val") into the
+    empty or missing folder `out_dir` (no locking; see ensure_synthetic_coco)."""
+    splits = DEFAULT_COCO_SPLITS if splits is None else splits
+    unknown = set(splits) - {"train", "val"}
+    if unknown:
+        raise ValueError(f"unknown synthetic_coco split(s) {sorted(unknown)}; expected 'train' and/or 'val'")
+    os.makedirs(out_dir, exist_ok=True)
+    manifest = {**_coco_manifest_params(splits, seed), "images": {}}
+    for name, num in splits.items():
+        code = "coco" if name == "train" else "coco_val"
+        manifest["images"][name] = _write_coco_images(out_dir, name, f"{name}.json", code, num, seed)
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
 
@@ -381,6 +418,15 @@ def _manifest_params(splits: dict[str, SplitSpec], num_coco_images: int, seed: i
         "seed": seed,
         "splits": {name: dataclasses.asdict(spec) for name, spec in splits.items()},
         "num_coco_images": num_coco_images,
+    }
+
+
+def _coco_manifest_params(splits: dict[str, int], seed: int) -> dict:
+    return {
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "splits": dict(splits),
+        "spec": dataclasses.asdict(_coco_spec()),
     }
 
 
@@ -398,32 +444,25 @@ def _is_current(path: str, params: dict, any_params: bool) -> bool:
     return all(manifest.get(k) == v for k, v in json.loads(json.dumps(params)).items())
 
 
-def ensure_synthetic_vis(
-    root: str,
-    splits: dict[str, SplitSpec] | None = None,
-    num_coco_images: int = DEFAULT_NUM_COCO_IMAGES,
-    seed: int = DEFAULT_SEED,
-    accept_existing: bool = False,
-) -> str:
-    """Return `root/synthetic_vis`, generating the dataset there first unless it already holds one made
-    by this generator version with the same parameters (with `accept_existing`: with any parameters, so
-    that a custom dataset written by tools/make_synthetic_vis.py is used as is). Safe against concurrent
-    callers: a file lock, then an atomic rename of the finished folder, so no reader sees a partial one."""
-    splits = DEFAULT_SPLITS if splits is None else splits
-    params = _manifest_params(splits, num_coco_images, seed)
-    target = os.path.join(root, "synthetic_vis")
+def _ensure(root: str, folder: str, params: dict, accept_existing: bool, write: Callable[[str], None]) -> str:
+    """Return `root/folder`, first calling `write(tmp_dir)` and renaming the result into place unless it
+    already holds a current dataset. Safe against concurrent callers: a file lock, then an atomic rename
+    of the finished folder, so no reader sees a partial one."""
+    import fcntl  # POSIX only: imported here so that `import mdqe` works on platforms without it
+
+    target = os.path.join(root, folder)
     if _is_current(target, params, accept_existing):
         return target
     os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, ".synthetic_vis.lock"), "w") as lock:
+    with open(os.path.join(root, f".{folder}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if _is_current(target, params, accept_existing):
                 return target
-            logger.info(f"Generating the synthetic occluded-video dataset into {target} ...")
-            tmp = tempfile.mkdtemp(prefix=".synthetic_vis.tmp-", dir=root)
+            logger.info(f"Generating the synthetic dataset {folder} into {target} ...")
+            tmp = tempfile.mkdtemp(prefix=f".{folder}.tmp-", dir=root)
             try:
-                write_synthetic_vis(tmp, splits, num_coco_images, seed)
+                write(tmp)
                 if os.path.exists(target):
                     shutil.rmtree(target)
                 os.rename(tmp, target)
@@ -433,3 +472,36 @@ def ensure_synthetic_vis(
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return target
+
+
+def ensure_synthetic_vis(
+    root: str,
+    splits: dict[str, SplitSpec] | None = None,
+    num_coco_images: int = DEFAULT_NUM_COCO_IMAGES,
+    seed: int = DEFAULT_SEED,
+    accept_existing: bool = False,
+) -> str:
+    """Return `root/synthetic_vis`, generating the video dataset there first unless it already holds one
+    made by this generator version with the same parameters (with `accept_existing`: with any
+    parameters, so that a custom dataset written by tools/make_synthetic_vis.py is used as is)."""
+    splits = DEFAULT_SPLITS if splits is None else splits
+    params = _manifest_params(splits, num_coco_images, seed)
+    return _ensure(
+        root,
+        "synthetic_vis",
+        params,
+        accept_existing,
+        lambda d: write_synthetic_vis(d, splits, num_coco_images, seed),
+    )
+
+
+def ensure_synthetic_coco(
+    root: str, splits: dict[str, int] | None = None, seed: int = DEFAULT_SEED, accept_existing: bool = False
+) -> str:
+    """Return `root/synthetic_coco`, generating the image pre-training set there first (as
+    `ensure_synthetic_vis`)."""
+    splits = DEFAULT_COCO_SPLITS if splits is None else splits
+    params = _coco_manifest_params(splits, seed)
+    return _ensure(
+        root, "synthetic_coco", params, accept_existing, lambda d: write_synthetic_coco(d, splits, seed)
+    )

@@ -85,6 +85,35 @@ def test_dataset_ratio_sets_the_sampling_frequencies():
     assert draws[draws[:, 0] == 1, 1].max() == 29
 
 
+def test_each_epoch_is_a_permutation_of_the_dataset():
+    plan = ClipBatchPlan([10], [1.0], batch_size=5, seed=3)
+    draws = [sample for it in range(8) for _, sample in plan(it)]
+    epochs = [draws[i : i + 10] for i in range(0, 40, 10)]
+    assert all(sorted(e) == list(range(10)) for e in epochs)  # no sample twice within an epoch
+    assert len({tuple(e) for e in epochs}) == 4  # a fresh permutation every epoch
+
+
+def test_batches_are_grouped_by_orientation():
+    landscape = [np.arange(9) % 3 != 0, np.arange(5) % 2 == 0]  # both orientations in both datasets
+    plan = ClipBatchPlan([9, 5], [1.0, 1.0], batch_size=4, seed=0, landscape=landscape)
+    kinds = set()
+    for it in range(200):
+        batch = {bool(landscape[d][i]) for d, i in plan(it)}
+        assert len(batch) == 1, f"iteration {it} mixes landscape and portrait clips"
+        kinds |= batch
+    assert kinds == {True, False}
+
+
+def test_the_plan_of_an_iteration_does_not_depend_on_what_was_asked_before():
+    landscape = [np.arange(9) % 3 != 0, np.arange(5) % 2 == 0]
+    fresh = lambda: ClipBatchPlan([9, 5], [0.5, 1.0], batch_size=4, seed=7, landscape=landscape)
+    a = fresh()
+    expected = [a(it) for it in range(60)]
+    b = fresh()
+    assert b(41) == expected[41]  # a resumed run starts there directly
+    assert [b(it) for it in (42, 43, 10, 59)] == [expected[it] for it in (42, 43, 10, 59)]
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [

@@ -13,7 +13,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 from detectron2.data.datasets.coco import load_coco_json
 
-from ..synthetic import SYNTHETIC_CATEGORIES, ensure_synthetic_vis
+from ..synthetic import SYNTHETIC_CATEGORIES, ensure_synthetic_coco, ensure_synthetic_vis
 from .categories import OVIS_CATEGORIES, YTVIS_2019_CATEGORIES, YTVIS_2021_CATEGORIES, instances_meta
 from .ytvis import check_dataset_paths, load_ytvis_json, register_ytvis_instances
 
@@ -49,7 +49,11 @@ SYNTHETIC_VIS_SPLITS = {
     "synthetic_vis_train": ("synthetic_vis/train/JPEGImages", "synthetic_vis/train.json"),
     "synthetic_vis_val": ("synthetic_vis/valid/JPEGImages", "synthetic_vis/valid.json"),
 }
-SYNTHETIC_COCO_SPLITS = {"synthetic_coco_train": ("synthetic_vis/coco", "synthetic_vis/coco_train.json")}
+# the image pre-training set (configs/synthetic/R18_synthetic_pretrain.yaml), generated separately
+SYNTHETIC_COCO_SPLITS = {
+    "synthetic_coco_train": ("synthetic_coco/train", "synthetic_coco/train.json"),
+    "synthetic_coco_val": ("synthetic_coco/val", "synthetic_coco/val.json"),
+}
 
 
 def register_coco_video_instances(name: str, metadata: dict, json_file: str, image_root: str) -> None:
@@ -69,13 +73,19 @@ def register_coco_video_instances(name: str, metadata: dict, json_file: str, ima
 def _register_synthetic(root: str) -> None:
     """Register the synthetic splits; the dataset is generated under `root` on first load."""
     meta = instances_meta(SYNTHETIC_CATEGORIES)
-    splits = [(name, paths, load_ytvis_json, "ytvis") for name, paths in SYNTHETIC_VIS_SPLITS.items()]
-    splits += [(name, paths, load_coco_json, "coco") for name, paths in SYNTHETIC_COCO_SPLITS.items()]
-    for name, (image_root, json_file), load_json, evaluator_type in splits:
+    splits = [
+        (name, paths, load_ytvis_json, "ytvis", ensure_synthetic_vis)
+        for name, paths in SYNTHETIC_VIS_SPLITS.items()
+    ]
+    splits += [
+        (name, paths, load_coco_json, "coco", ensure_synthetic_coco)
+        for name, paths in SYNTHETIC_COCO_SPLITS.items()
+    ]
+    for name, (image_root, json_file), load_json, evaluator_type, ensure in splits:
         image_root, json_file = os.path.join(root, image_root), os.path.join(root, json_file)
 
-        def load(name=name, image_root=image_root, json_file=json_file, load_json=load_json) -> list[dict]:
-            ensure_synthetic_vis(root, accept_existing=True)
+        def load(name=name, image_root=image_root, json_file=json_file, load_json=load_json, ensure=ensure):
+            ensure(root, accept_existing=True)
             return load_json(json_file, image_root, name)
 
         DatasetCatalog.register(name, load)
