@@ -4,6 +4,7 @@ Importing this package registers the `MDQE` meta-architecture, the Swin backbone
 datasets with detectron2's registries and catalogs.
 """
 
+from .utils import compat  # noqa: F401  # isort: skip  (Pillow >= 10 shim; before detectron2.data)
 from . import data, modeling  # noqa: F401  (registration side effects)
 from .config import add_mdqe_config
 
