@@ -40,16 +40,18 @@ _require_dependencies()
 # detectron2 v0.6 scripts a few helpers at import time, which recent PyTorch flags on every run.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+import torch  # noqa: E402
 from detectron2.config import CfgNode, get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog  # noqa: E402
 from detectron2.engine import default_argument_parser  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.collect_env import collect_env_info  # noqa: E402
 from detectron2.utils.env import seed_all_rng  # noqa: E402
+from detectron2.utils.file_io import PathManager  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from mdqe import add_mdqe_config  # noqa: E402
+from mdqe.checkpoint import CheckpointError, MDQECheckpointer, check_fits, load_for_inference  # noqa: E402
 from mdqe.engine import launch  # noqa: E402
 from mdqe.engine.trainer import Trainer  # noqa: E402
 
@@ -68,10 +70,33 @@ def load_config(config_file: str, opts: list[str]) -> CfgNode:
     return cfg
 
 
-def check_run_inputs(cfg: CfgNode, eval_only: bool, resume: bool) -> None:
-    """Fail early, with one line saying what is missing, before any process or model is started."""
-    import torch
+def _eval_weights_path(cfg: CfgNode, resume: bool) -> str:
+    """The checkpoint --eval-only evaluates: the last one of OUTPUT_DIR with --resume, else MODEL.WEIGHTS."""
+    checkpointer = MDQECheckpointer(torch.nn.Module(), save_dir=cfg.OUTPUT_DIR)
+    if resume and checkpointer.has_checkpoint():
+        return checkpointer.get_checkpoint_file()
+    return PathManager.get_local_path(cfg.MODEL.WEIGHTS)
 
+
+def _check_eval_weights(cfg: CfgNode, path: str, config_name: str) -> None:
+    """Exit with one line when the checkpoint cannot be read or does not fit the model of `cfg`.
+
+    The model is built on the meta device (no memory, no initialisation), so a wrong checkpoint is refused
+    within seconds, before any dataset is read or any process started.
+    """
+    from detectron2.modeling import META_ARCH_REGISTRY
+
+    with torch.device("meta"):
+        model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    try:
+        check_fits(model, path, cfg, config_name)
+    except (FileNotFoundError, CheckpointError) as e:
+        sys.exit(f"error: {e}")
+
+
+def check_run_inputs(cfg: CfgNode, eval_only: bool, resume: bool, config_name: str = "the config") -> None:
+    """Fail early, with one line saying what is missing or does not fit, before any process is started
+    or any data is read (an --eval-only checkpoint is checked against the config's model first)."""
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("error: MODEL.DEVICE is 'cuda' but no CUDA device is available; add `MODEL.DEVICE cpu`.")
     if cfg.SOLVER.AMP.ENABLED and not eval_only and not cfg.MODEL.DEVICE.startswith("cuda"):
@@ -85,6 +110,8 @@ def check_run_inputs(cfg: CfgNode, eval_only: bool, resume: bool) -> None:
             f"error: MODEL.WEIGHTS file not found: {weights}. Download the checkpoint (see the model zoo in "
             "README.md) and pass its path, or `MODEL.WEIGHTS ''` to train from scratch."
         )
+    if eval_only:
+        _check_eval_weights(cfg, _eval_weights_path(cfg, resume), config_name)
     keys = [("DATASETS.TEST", cfg.DATASETS.TEST)] + (
         [] if eval_only else [("DATASETS.TRAIN", cfg.DATASETS.TRAIN)]
     )
@@ -111,7 +138,6 @@ def _environment_info() -> str:
         ImportError
     ):  # detectron2 installed without its compiled ops (tools/install.sh) has no compiler info
         import detectron2
-        import torch
 
         return f"PyTorch {torch.__version__}, detectron2 {detectron2.__version__} (Python-only install)"
 
@@ -143,9 +169,7 @@ def main(args) -> dict | None:
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        load_for_inference(model, _eval_weights_path(cfg, args.resume), cfg, args.config_file)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
@@ -158,7 +182,7 @@ def cli(argv: list[str] | None = None) -> None:
         cfg = load_config(args.config_file, args.opts)
     except (AssertionError, KeyError, ValueError) as e:  # yacs reports bad files and keys by assertions
         sys.exit(f"error: config {args.config_file!r} with overrides {args.opts}: {e}")
-    check_run_inputs(cfg, args.eval_only, args.resume)
+    check_run_inputs(cfg, args.eval_only, args.resume, args.config_file)
     device = "cpu" if cfg.MODEL.DEVICE == "cpu" else "cuda"
     launch(
         main,

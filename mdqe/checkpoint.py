@@ -1,4 +1,14 @@
-"""Checkpoint utilities: the original's temporal "inflation" of MDQE weights to another clip length.
+"""Checkpoints: reading with clear errors, strict loading for inference, atomic writes, and the original's
+temporal "inflation" of MDQE weights to another clip length.
+
+Reading (`read_checkpoint`) verifies a `<file>.sha256` beside the file when there is one and turns a
+truncated or non-checkpoint file into one `UnreadableCheckpointError`. Inference (`--eval-only`,
+`tools/demo.py`, `VideoPredictor`) loads strictly (`load_for_inference`): any missing, unexpected or
+differently shaped key raises `IncompatibleCheckpointError` with a summary of what does not fit (class
+count, clip length of the temporal attention, backbone). Training from MODEL.WEIGHTS keeps detectron2's
+semantics (shape-mismatched heads are skipped), logged as one table. `MDQECheckpointer` writes every file
+through a temporary file and a rename, and `last_checkpoint` only once the file is complete, so a kill at
+any moment leaves the folder resumable from the last complete checkpoint.
 
 Only the temporal instance attention of the decoder (`decoder.layers.*.temp_attn_inst`) has parameters
 whose shape depends on the training clip length T (INPUT.SAMPLING_FRAME_NUM). A checkpoint trained with
@@ -8,10 +18,20 @@ frame axis, as the original's `convert_inflated_weights.inflated_weights` does.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from typing import Any
 
+import numpy as np
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+from tabulate import tabulate
 
 logger = logging.getLogger(__name__)
 
@@ -64,53 +84,285 @@ def inflate_checkpoint_file(
     path: str, num_frames: int, num_pretrain_frames: int, output_dir: str, n_heads: int = 8, n_points: int = 4
 ) -> str:
     """Write `<output_dir>/<name>_inflated_to_f<T>.pth` from the checkpoint at `path`; returns its path."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    state_dict = checkpoint.get("model", checkpoint)
+    state_dict = read_checkpoint(path)["model"]
     inflated = inflate_temporal_weights(state_dict, num_frames, num_pretrain_frames, n_heads, n_points)
     name = os.path.splitext(os.path.basename(path))[0]
     out_path = os.path.join(output_dir, f"{name}_inflated_to_f{num_frames}.pth")
     os.makedirs(output_dir, exist_ok=True)
-    tmp = out_path + ".tmp"
-    torch.save({"model": inflated}, tmp)
-    os.replace(tmp, out_path)
+    atomic_torch_save({"model": inflated}, out_path)
     logger.info("Inflated %s from %d to %d frames: %s", path, num_pretrain_frames, num_frames, out_path)
     return out_path
 
 
-class IncompatibleCheckpointError(ValueError):
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: unreadable, corrupted or not fitting the model."""
+
+
+class UnreadableCheckpointError(CheckpointError):
+    """The file is truncated, not a checkpoint, or does not match its `.sha256`."""
+
+
+class IncompatibleCheckpointError(CheckpointError):
     """The weights of a checkpoint do not fit the model built from the config."""
 
 
-def load_checkpoint_strict(model: torch.nn.Module, path: str) -> None:
-    """Load `path` into `model` through detectron2's checkpointer, refusing weights that do not fit.
+def _atomic_write(path: str, write) -> None:
+    """Call `write(file)` on a temporary file beside `path`, flush it to disk, then rename it to `path`."""
+    directory, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the rename itself survives a power loss
+    finally:
+        os.close(fd)
 
-    Missing keys, unexpected keys and shape mismatches raise IncompatibleCheckpointError naming the file
-    and a few offending keys (detectron2 alone only logs them and leaves those weights random).
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """`torch.save(obj, path)` such that `path` holds either its old content or the complete new one."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def sha256_of(path: str, chunk_size: int = 1 << 22) -> str:
+    """Hex sha256 digest of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_checksum(path: str) -> bool:
+    """Check `path` against `<path>.sha256` (sha256sum format "<hex>  <name>") if that file exists.
+
+    Returns whether a checksum was verified; raises UnreadableCheckpointError on a mismatch.
     """
-    from detectron2.checkpoint import DetectionCheckpointer
+    sidecar = path + ".sha256"
+    if not os.path.isfile(sidecar):
+        return False
+    with open(sidecar) as f:
+        fields = f.read().split()
+    if not fields or not re.fullmatch(r"[0-9a-fA-F]{64}", fields[0]):
+        raise UnreadableCheckpointError(f"{sidecar} does not start with a sha256 hex digest: {fields[:1]}")
+    expected, found = fields[0].lower(), sha256_of(path)
+    if expected != found:
+        raise UnreadableCheckpointError(
+            f"checkpoint {path} is corrupted or not the published file: its sha256 is {found}, "
+            f"{sidecar} expects {expected}"
+        )
+    logger.info("Checkpoint %s matches its sha256 (%s)", path, found)
+    return True
 
+
+def read_checkpoint(path: str) -> dict:
+    """The checkpoint at `path` as {"model": state dict of tensors, ...other entries}.
+
+    Accepts detectron2/MDQE `.pth` files ({"model": state_dict, ...}), bare state dicts and the model
+    zoo's `.pkl` files. Raises FileNotFoundError, or UnreadableCheckpointError for a truncated file, a file
+    that is not a checkpoint, or one that does not match its `.sha256`.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    checkpointer = DetectionCheckpointer(model)
+    verify_checksum(path)
     try:
-        checkpoint = checkpointer._load_file(path)
-    except Exception as e:
-        raise IncompatibleCheckpointError(f"cannot read checkpoint {path}: {e}") from e
-    incompatible = checkpointer._load_model(checkpoint)
-    problems = []
-    if incompatible.incorrect_shapes:
-        shapes = ", ".join(f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in incompatible.incorrect_shapes[:3])
-        problems.append(
-            f"{len(incompatible.incorrect_shapes)} shape mismatches (checkpoint vs model: {shapes})"
+        checkpoint = DetectionCheckpointer(torch.nn.Module())._load_file(path)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as e:
+        raise UnreadableCheckpointError(
+            f"cannot read checkpoint {path} ({os.path.getsize(path)} bytes): it is truncated or not a "
+            f"PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from e
+    state = checkpoint.get("model") if isinstance(checkpoint, Mapping) else None
+    if not isinstance(state, Mapping) or not state:
+        raise UnreadableCheckpointError(
+            f"{path} holds no model state dict (found {type(checkpoint).__name__})"
         )
-    if incompatible.missing_keys:
-        problems.append(
-            f"{len(incompatible.missing_keys)} missing keys (e.g. {incompatible.missing_keys[:3]})"
+    bad = [k for k, v in state.items() if not isinstance(v, (torch.Tensor, np.ndarray))]
+    if bad:
+        raise UnreadableCheckpointError(f"{path} is not a model checkpoint: entry {bad[0]!r} is not a tensor")
+    checkpoint["model"] = {
+        k.removeprefix("module."): torch.as_tensor(v) if isinstance(v, np.ndarray) else v
+        for k, v in state.items()
+    }
+    return dict(checkpoint)
+
+
+def cast_to_model_dtypes(state: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor]) -> dict:
+    """Floating-point entries cast to the dtype of the model's entry (e.g. a float16 release into a float32
+    model); other entries unchanged."""
+    out = dict(state)
+    for key, value in state.items():
+        target = model_state.get(key)
+        if target is not None and value.is_floating_point() and target.is_floating_point():
+            out[key] = value.to(target.dtype)
+    return out
+
+
+def _first_shape(state: Mapping[str, torch.Tensor], pattern: str) -> tuple[int, ...] | None:
+    """Shape of the first entry whose key matches the regex `pattern`."""
+    regex = re.compile(pattern)
+    return next((tuple(v.shape) for k, v in state.items() if regex.search(k)), None)
+
+
+def num_classes_of(state: Mapping[str, torch.Tensor]) -> int | None:
+    """Number of classes of the decoder's class head (its last linear layer), or None without one."""
+    heads = [
+        (int(m.group(1)), v)
+        for k, v in state.items()
+        if (m := re.search(r"(?<!rpn_)cls_embed\.layers\.(\d+)\.bias$", k))
+    ]
+    return int(max(heads, key=lambda h: h[0])[1].shape[0]) if heads else None
+
+
+def temporal_frames_of(state: Mapping[str, torch.Tensor]) -> int | None:
+    """Clip length the decoder's temporal attention was built for (sampling_offsets is (1,1,H,T,K,2))."""
+    shape = _first_shape(state, rf"\.{TEMPORAL_MODULE}\.sampling_offsets$")
+    return shape[3] if shape else None
+
+
+def backbone_of(state: Mapping[str, torch.Tensor]) -> str:
+    """A readable name of the backbone in a state dict: "Swin-L", "ResNet-101", ... or "unknown"."""
+    patch = _first_shape(state, r"backbone\.patch_embed\.proj\.weight$")
+    if patch is not None:
+        return {96: "Swin-T/S", 128: "Swin-B", 192: "Swin-L"}.get(patch[0], f"Swin (embed dim {patch[0]})")
+    res4 = {m.group(1) for k in state if (m := re.search(r"backbone\.res4\.(\d+)\.", k))}
+    if res4:
+        bottleneck = any(re.search(r"backbone\.res4\.0\.conv3\.", k) for k in state)
+        names = (
+            {6: "ResNet-50", 23: "ResNet-101", 36: "ResNet-152"}
+            if bottleneck
+            else {2: "ResNet-18", 6: "ResNet-34"}
         )
-    if incompatible.unexpected_keys:
-        keys = incompatible.unexpected_keys[:3]
-        problems.append(f"{len(incompatible.unexpected_keys)} unexpected keys (e.g. {keys})")
+        return names.get(len(res4), f"ResNet ({len(res4)} res4 blocks)")
+    return "unknown"
+
+
+def describe_mismatch(
+    state: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor], cfg: CfgNode | None = None
+) -> list[str]:
+    """What does not fit between a checkpoint's `state` and the model's `model_state`; [] if it fits.
+
+    The first items explain the usual causes in terms of config keys (backbone, class count, clip length of
+    the temporal attention); the last counts and exemplifies the missing, unexpected and reshaped keys.
+    """
+    missing = [k for k in model_state if k not in state]
+    unexpected = [k for k in state if k not in model_state]
+    shapes = [k for k in model_state if k in state and tuple(state[k].shape) != tuple(model_state[k].shape)]
+    if not (missing or unexpected or shapes):
+        return []
+    causes = []
+    ours, theirs = backbone_of(model_state), backbone_of(state)
+    if ours != theirs:
+        name = cfg.MODEL.BACKBONE.NAME if cfg is not None else "?"
+        causes.append(f"{theirs} checkpoint, {ours} config (MODEL.BACKBONE.NAME {name})")
+    ours, theirs = num_classes_of(model_state), num_classes_of(state)
+    if ours != theirs and None not in (ours, theirs):
+        causes.append(f"class head has {theirs} classes, config MODEL.MDQE.NUM_CLASSES is {ours}")
+    ours, theirs = temporal_frames_of(model_state), temporal_frames_of(state)
+    if ours != theirs and None not in (ours, theirs):
+        causes.append(
+            f"decoder temporal attention is for {theirs} frames, config INPUT.SAMPLING_FRAME_NUM {ours}: "
+            f"pass INPUT.PRETRAIN_FRAME_NUM {theirs} to inflate"
+        )
+    counts = [
+        f"{len(keys)} {what} (e.g. {', '.join(detail(k) for k in keys[:2])})"
+        for keys, what, detail in (
+            (missing, "missing keys", str),
+            (unexpected, "unexpected keys", str),
+            (
+                shapes,
+                "shape mismatches",
+                lambda k: f"{k} {tuple(state[k].shape)} vs {tuple(model_state[k].shape)}",
+            ),
+        )
+        if keys
+    ]
+    return [*causes, "; ".join(counts)]
+
+
+def _adapt_clip_length(state: dict, model_state: Mapping[str, torch.Tensor], cfg: CfgNode | None) -> dict:
+    """Inflate the temporal attention when the config says the weights are for INPUT.PRETRAIN_FRAME_NUM
+    frames and the model is for another INPUT.SAMPLING_FRAME_NUM; otherwise return `state` unchanged."""
+    frames, model_frames = temporal_frames_of(state), temporal_frames_of(model_state)
+    if cfg is None or frames is None or frames == model_frames or frames != cfg.INPUT.PRETRAIN_FRAME_NUM:
+        return state
+    logger.info(
+        "Inflating the temporal attention of the checkpoint from %d to %d frames", frames, model_frames
+    )
+    return inflate_temporal_weights(
+        state, model_frames, frames, n_heads=cfg.MODEL.MDQE.NHEADS, n_points=cfg.MODEL.MDQE.DEC_NUM_POINTS
+    )
+
+
+def check_fits(
+    model: torch.nn.Module, path: str, cfg: CfgNode | None = None, config_name: str = "this config"
+) -> dict[str, torch.Tensor]:
+    """The state dict of checkpoint `path`, ready for `model.load_state_dict(..., strict=True)`.
+
+    Works on a model built on the meta device (only keys, shapes and dtypes are used). With `cfg`, weights
+    for INPUT.PRETRAIN_FRAME_NUM frames are inflated to the model's clip length. Raises
+    IncompatibleCheckpointError naming the checkpoint, the config and what does not fit.
+    """
+    model_state = model.state_dict()
+    state = _adapt_clip_length(read_checkpoint(path)["model"], model_state, cfg)
+    problems = describe_mismatch(state, model_state, cfg)
     if problems:
         raise IncompatibleCheckpointError(
-            f"the weights in {path} do not fit the model of this config: " + "; ".join(problems)
+            f"checkpoint {path} does not fit the model of {config_name}: " + "; ".join(problems)
         )
+    return cast_to_model_dtypes(state, model_state)
+
+
+def load_for_inference(
+    model: torch.nn.Module, path: str, cfg: CfgNode | None = None, config_name: str = "this config"
+) -> None:
+    """Load checkpoint `path` into `model` strictly (see `check_fits`); float16 weights are cast."""
+    model.load_state_dict(check_fits(model, path, cfg, config_name), strict=True)
+    logger.info("Loaded %s (strict)", path)
+
+
+class MDQECheckpointer(DetectionCheckpointer):
+    """detectron2's checkpointer with atomic writes, checksum-verified reads with clear errors, float16
+    weights cast to the model's dtypes, and one table of the keys skipped when training from MODEL.WEIGHTS."""
+
+    def save(self, name: str, **kwargs: Any) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        path = os.path.join(self.save_dir, basename)
+        logger.info("Saving checkpoint to %s", path)
+        atomic_torch_save(data, path)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        path = os.path.join(self.save_dir, "last_checkpoint")
+        _atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
+
+    def _load_file(self, filename: str) -> dict:
+        return read_checkpoint(filename)
+
+    def _load_model(self, checkpoint: Any):
+        model_state = self.model.state_dict()
+        checkpoint["model"] = cast_to_model_dtypes(checkpoint["model"], model_state)
+        return super()._load_model(checkpoint)
+
+    def _log_incompatible_keys(self, incompatible) -> None:
+        if incompatible.incorrect_shapes:
+            rows = [(k, tuple(a), tuple(b)) for k, a, b in incompatible.incorrect_shapes]
+            table = tabulate(
+                rows, headers=["skipped key", "checkpoint shape", "model shape"], tablefmt="pipe"
+            )
+            logger.warning(
+                "%d entries of the checkpoint do not fit the model and were skipped:\n%s", len(rows), table
+            )
+        super()._log_incompatible_keys(incompatible._replace(incorrect_shapes=[]))

@@ -11,22 +11,24 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-from .checkpoint import load_checkpoint_strict
+from .checkpoint import load_for_inference
 
 
 class VideoPredictor:
     """Build the model of `cfg`, load MODEL.WEIGHTS (refusing weights that do not fit) and segment videos.
 
-    Frames are resized as the test mapper does (ResizeShortestEdge to INPUT.MIN_SIZE_TEST); results come
+    Loading is strict: a checkpoint of another class count, clip length or backbone, or a truncated file,
+    raises a `mdqe.checkpoint.CheckpointError` naming the checkpoint and `config_name` before any frame is
+    read. Frames are resized as the test mapper does (ResizeShortestEdge to INPUT.MIN_SIZE_TEST); results come
     back at the frames' original size, in the model's per-video output format.
     """
 
-    def __init__(self, cfg: CfgNode):
+    def __init__(self, cfg: CfgNode, config_name: str = "the given config"):
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)
         self.model.eval()
         if cfg.MODEL.WEIGHTS:
-            load_checkpoint_strict(self.model, cfg.MODEL.WEIGHTS)
+            load_for_inference(self.model, cfg.MODEL.WEIGHTS, self.cfg, config_name)
         self.resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
         name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused"
@@ -63,7 +65,6 @@ class VideoPredictor:
             "width": width,
             "length": len(frames),
             "video_id": video_id,
-            "file_names": [f"frame_{t:05d}" for t in range(len(frames))],
         }
         with torch.no_grad():
             return self.model([inputs])

@@ -1,6 +1,29 @@
+"""Checkpoint files: temporal inflation, checksum and dtype handling, strict loading with a summary of what
+does not fit, atomic writes that survive a kill -9 halfway."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
 import torch
 
-from mdqe.checkpoint import inflate_checkpoint_file, inflate_temporal_weights
+from mdqe.checkpoint import (
+    IncompatibleCheckpointError,
+    MDQECheckpointer,
+    UnreadableCheckpointError,
+    describe_mismatch,
+    inflate_checkpoint_file,
+    inflate_temporal_weights,
+    load_for_inference,
+    read_checkpoint,
+)
+from tests.conftest import REPO_ROOT
 
 H, K, C = 8, 4, 6
 PREFIX = "detr.transformer_dec.decoder.layers.0.temp_attn_inst."
@@ -69,23 +92,128 @@ def test_inflated_checkpoint_file_is_written_in_output_dir(tmp_path):
     assert sd[PREFIX + "attention_weights.weight"].shape == (H * 4 * K, C)
 
 
-def test_strict_loading_accepts_fitting_weights_and_names_the_misfits(tmp_path):
-    import pytest
+def _toy(hidden: int = 3) -> torch.nn.Sequential:
+    return torch.nn.Sequential(torch.nn.Linear(4, hidden), torch.nn.Linear(hidden, 2))
 
-    from mdqe.checkpoint import IncompatibleCheckpointError, load_checkpoint_strict
 
-    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+def test_strict_loading_accepts_fitting_weights(tmp_path):
+    model = _toy()
     good = tmp_path / "good.pth"
     torch.save({"model": {k: torch.ones_like(v) for k, v in model.state_dict().items()}}, good)
-    load_checkpoint_strict(model, str(good))
+    load_for_inference(model, str(good))
     assert torch.equal(model[0].weight, torch.ones(3, 4))
 
-    other = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Linear(5, 2))
+
+def test_strict_loading_names_checkpoint_config_and_the_misfits(tmp_path):
     bad = tmp_path / "bad.pth"
-    torch.save({"model": other.state_dict()}, bad)
+    torch.save({"model": _toy(hidden=5).state_dict()}, bad)
     with pytest.raises(
-        IncompatibleCheckpointError, match=r"bad\.pth do not fit.*shape mismatches.*0\.weight"
-    ):
-        load_checkpoint_strict(model, str(bad))
+        IncompatibleCheckpointError, match=r"bad\.pth does not fit the model of my\.yaml: "
+    ) as e:
+        load_for_inference(_toy(), str(bad), config_name="my.yaml")
+    assert "3 shape mismatches (e.g. 0.weight (5, 4) vs (3, 4)" in str(e.value)
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        load_checkpoint_strict(model, str(tmp_path / "missing.pth"))
+        load_for_inference(_toy(), str(tmp_path / "missing.pth"))
+
+
+def test_missing_and_unexpected_keys_are_counted():
+    model_state = {"a": torch.zeros(2), "b": torch.zeros(2)}
+    (summary,) = describe_mismatch({"a": torch.zeros(2), "c": torch.zeros(1)}, model_state)
+    assert summary == "1 missing keys (e.g. b); 1 unexpected keys (e.g. c)"
+    assert describe_mismatch(dict(model_state), model_state) == []
+
+
+def test_float16_checkpoint_loads_into_the_float32_model(tmp_path):
+    model = _toy()
+    half = {k: (v + 0.1234567).half() for k, v in model.state_dict().items()}
+    path = tmp_path / "half.pth"
+    torch.save({"model": half}, path)
+    load_for_inference(model, str(path))
+    for key, value in model.state_dict().items():
+        assert value.dtype == torch.float32
+        assert torch.equal(value, half[key].float()), key
+    torch.save({"model": half}, path)  # training from MODEL.WEIGHTS casts as well
+    model = _toy()
+    MDQECheckpointer(model).load(str(path))
+    assert torch.equal(model[1].bias, half["1.bias"].float())
+
+
+def _write_sha256(path, digest: str) -> None:
+    with open(f"{path}.sha256", "w") as f:
+        f.write(f"{digest}  {os.path.basename(path)}\n")
+
+
+def test_sha256_beside_the_checkpoint_is_verified(tmp_path):
+    model = _toy()
+    path = tmp_path / "release.pth"
+    torch.save({"model": model.state_dict()}, path)
+    _write_sha256(path, hashlib.sha256(path.read_bytes()).hexdigest())
+    load_for_inference(_toy(), str(path))
+    wrong = "0" * 64
+    _write_sha256(path, wrong)
+    found = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(UnreadableCheckpointError) as e:
+        load_for_inference(_toy(), str(path))
+    assert str(path) in str(e.value) and wrong in str(e.value) and found in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "text", "tensor"])
+def test_a_truncated_or_non_checkpoint_file_gives_one_clear_error(tmp_path, kind):
+    path = tmp_path / "weights.pth"
+    if kind == "truncated":
+        torch.save({"model": _toy().state_dict()}, path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif kind == "text":
+        path.write_text('{"not": "a checkpoint"}')
+    else:
+        torch.save(torch.zeros(3), path)
+    with pytest.raises(UnreadableCheckpointError, match=r"weights\.pth"):
+        read_checkpoint(str(path))
+
+
+def test_training_start_skips_reshaped_heads_and_logs_them_as_a_table(tmp_path, caplog):
+    path = tmp_path / "other_head.pth"
+    other = _toy()
+    other[1] = torch.nn.Linear(3, 7)
+    torch.save({"model": other.state_dict()}, path)
+    model = _toy()
+    with caplog.at_level(logging.WARNING, logger="mdqe.checkpoint"):
+        MDQECheckpointer(model).load(str(path))
+    assert torch.equal(model[0].weight, other[0].weight)  # fitting weights are loaded
+    text = caplog.text
+    assert "2 entries of the checkpoint do not fit the model and were skipped" in text
+    assert "| 1.weight" in text and "(7, 3)" in text and "(2, 3)" in text
+
+
+def test_save_writes_last_checkpoint_only_after_the_file(tmp_path):
+    checkpointer = MDQECheckpointer(_toy(), save_dir=str(tmp_path))
+    checkpointer.save("model_0000001", iteration=1)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]  # no temporary left
+
+
+KILLED_WRITE = """
+import os, signal, sys, torch
+import mdqe.checkpoint as ck
+model = torch.nn.Linear(64, 64)
+checkpointer = ck.MDQECheckpointer(model, save_dir=sys.argv[1])
+checkpointer.save("model_0000001", iteration=1)
+def half_then_kill(obj, f):
+    f.write(b"PK" + b"x" * 4096)  # the first bytes of a zip archive, then the process dies
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+ck.torch.save = half_then_kill
+model.weight.data.add_(1)
+checkpointer.save("model_0000002", iteration=2)
+"""
+
+
+def test_a_checkpoint_write_killed_halfway_leaves_the_previous_one(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(KILLED_WRITE), str(tmp_path)], cwd=REPO_ROOT, timeout=120
+    )
+    assert result.returncode == -9
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    assert not (tmp_path / "model_0000002.pth").exists()
+    checkpointer = MDQECheckpointer(torch.nn.Linear(64, 64), save_dir=str(tmp_path))
+    assert checkpointer.resume_or_load("", resume=True)["iteration"] == 1

@@ -86,10 +86,82 @@ def test_every_dataset_of_a_key_is_checked(tmp_path):
 
 
 def test_empty_dataset_lists_pass_the_input_checks():
+    train_net = _import_train_net()
+    cfg = train_net.load_config(str(REPO_ROOT / TINY), ["DATASETS.TRAIN", "()", "DATASETS.TEST", "()"])
+    train_net.check_run_inputs(cfg, eval_only=False, resume=False)
+
+
+def _tiny_state_dict(*opts) -> dict:
+    from detectron2.modeling import build_model
+
+    cfg = _import_train_net().load_config(str(REPO_ROOT / TINY), [str(o) for o in opts])
+    torch.manual_seed(0)
+    return build_model(cfg).state_dict()
+
+
+def _import_train_net():
     sys.path.insert(0, str(REPO_ROOT))
     try:
         import train_net
     finally:
         sys.path.remove(str(REPO_ROOT))
-    cfg = train_net.load_config(str(REPO_ROOT / TINY), ["DATASETS.TRAIN", "()", "DATASETS.TEST", "()"])
-    train_net.check_run_inputs(cfg, eval_only=False, resume=False)
+    return train_net
+
+
+SWIN = ("MODEL.BACKBONE.NAME", "build_swinv2_backbone", "MODEL.SWIN.EMBED_DIM", 16)
+SWIN += (
+    "MODEL.SWIN.DEPTHS",
+    "[1, 1, 1, 1]",
+    "MODEL.SWIN.NUM_HEADS",
+    "[1, 1, 1, 1]",
+    "MODEL.SWIN.WINDOW_SIZE",
+    8,
+)
+BAD_CHECKPOINTS = {
+    "classes": (
+        ("MODEL.MDQE.NUM_CLASSES", 7),
+        "class head has 7 classes, config MODEL.MDQE.NUM_CLASSES is 5",
+    ),
+    "frames": (
+        ("INPUT.SAMPLING_FRAME_NUM", 3, "INPUT.PRETRAIN_FRAME_NUM", 3),
+        "decoder temporal attention is for 3 frames, config INPUT.SAMPLING_FRAME_NUM 2: "
+        "pass INPUT.PRETRAIN_FRAME_NUM 3 to inflate",
+    ),
+    "backbone": (SWIN, "Swin (embed dim 16) checkpoint, ResNet-18 config"),
+    "truncated": ((), "it is truncated or not a PyTorch checkpoint"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_CHECKPOINTS))
+def test_eval_only_refuses_a_checkpoint_that_does_not_fit_before_reading_data(tmp_path, kind):
+    opts, message = BAD_CHECKPOINTS[kind]
+    weights = tmp_path / f"{kind}.pth"
+    torch.save({"model": _tiny_state_dict(*opts)}, weights)
+    if kind == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    datasets, out = tmp_path / "datasets", tmp_path / "out"
+    datasets.mkdir()
+    result = run_train_net(
+        "--config-file", TINY, "--eval-only", "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(out),
+        "DATASETS.TEST", '("synthetic_vis_val",)', datasets_root=str(datasets),
+    )  # fmt: skip
+    assert_one_line_error(result, str(weights), message)
+    if kind != "truncated":
+        assert f"does not fit the model of {TINY}" in result.stderr
+    assert list(datasets.iterdir()) == []  # the synthetic test split was not even generated
+    assert not (out / "inference").exists()
+
+
+def test_eval_only_accepts_the_fitting_checkpoint_and_an_inflatable_one(tmp_path):
+    train_net = _import_train_net()
+    weights = tmp_path / "tiny.pth"
+    torch.save({"model": _tiny_state_dict()}, weights)
+    opts = ["DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path), "MODEL.WEIGHTS", str(weights)]
+    train_net.check_run_inputs(
+        train_net.load_config(str(REPO_ROOT / TINY), opts), eval_only=True, resume=False
+    )
+    torch.save(
+        {"model": _tiny_state_dict("INPUT.SAMPLING_FRAME_NUM", 3, "INPUT.PRETRAIN_FRAME_NUM", 3)}, weights
+    )
+    cfg = train_net.load_config(str(REPO_ROOT / TINY), [*opts, "INPUT.PRETRAIN_FRAME_NUM", "3"])
+    train_net.check_run_inputs(cfg, eval_only=True, resume=False)

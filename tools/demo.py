@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     from detectron2.utils.logger import setup_logger
 
     from mdqe import add_mdqe_config
-    from mdqe.checkpoint import IncompatibleCheckpointError
+    from mdqe.checkpoint import CheckpointError
     from mdqe.predictor import VideoPredictor
     from mdqe.utils.visualization import write_video
 
@@ -121,11 +121,11 @@ def main(argv: list[str] | None = None) -> None:
     cfg.merge_from_list(args.opts)
     cfg.freeze()
 
-    frames, fps = read_input(args.input)
-    try:
-        predictor = VideoPredictor(cfg)
-    except (FileNotFoundError, IncompatibleCheckpointError) as e:
+    try:  # the checkpoint first: a wrong one fails before a long video is decoded
+        predictor = VideoPredictor(cfg, config_name=args.config_file)
+    except (FileNotFoundError, CheckpointError) as e:
         raise SystemExit(f"error: {e}") from None
+    frames, fps = read_input(args.input)
     predictions = predictor(frames)
     drawn = draw_predictions(frames, predictions, predictor.class_names, args.confidence_threshold)
     write_video(drawn, args.output, fps=fps)

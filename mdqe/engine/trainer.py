@@ -8,7 +8,6 @@ import weakref
 from collections import OrderedDict
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.engine import DefaultTrainer, TrainerBase
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, print_csv_format
@@ -16,7 +15,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import inflate_checkpoint_file
+from ..checkpoint import MDQECheckpointer, inflate_checkpoint_file
 from .hooks import FrozenTrainingWarning
 from .inference import inference_on_videos
 from .optimizer import build_optimizer
@@ -51,7 +50,7 @@ class Trainer(DefaultTrainer):
         trainer_cls = MDQEAMPTrainer if cfg.SOLVER.AMP.ENABLED else MDQESimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = MDQECheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -137,13 +136,11 @@ class Trainer(DefaultTrainer):
     def build_evaluator(
         cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None
     ) -> DatasetEvaluator:
-        from detectron2.data import MetadataCatalog
-
+        from mdqe.data.datasets.metadata import is_image_dataset
         from mdqe.evaluation import YTVISEvaluator
 
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", "ytvis")
-        if evaluator_type == "coco":
+        if is_image_dataset(dataset_name):
             # detectron2's fast COCO evaluation needs its compiled ops; the pycocotools one gives the same AP.
             return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
         return YTVISEvaluator(dataset_name, cfg, True, output_folder)
