@@ -91,9 +91,10 @@ class SplitSpec:
     min_visible_pixels: int = 12
 
 
+# 80 validation videos: with 12, changing only the training seed moved the main job's AP by ~5 points
 DEFAULT_SPLITS: dict[str, SplitSpec] = {
-    "train": SplitSpec(num_videos=48),
-    "valid": SplitSpec(num_videos=12, min_occlusion=0.4),
+    "train": SplitSpec(num_videos=200),
+    "valid": SplitSpec(num_videos=80, min_occlusion=0.4),
 }
 DEFAULT_NUM_COCO_IMAGES = 0
 # the image pre-training set (synthetic_coco): held-out val images come from their own seeds

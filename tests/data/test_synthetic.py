@@ -7,11 +7,14 @@ import multiprocessing as mp
 import os
 
 import numpy as np
+import pycocotools.mask as mask_util
+import pytest
 from conftest import TINY_COCO_IMAGES, TINY_SEED, TINY_SPLITS
 
 from mdqe.data.synthetic import (
     SYNTHETIC_CATEGORIES,
     SplitSpec,
+    ensure_synthetic_coco,
     ensure_synthetic_vis,
     render_video,
     split_video,
@@ -78,3 +81,28 @@ def test_coco_images_are_written_with_annotations(synthetic_root):
         data = json.load(f)
     assert len(data["images"]) == TINY_COCO_IMAGES and data["annotations"]
     assert all(os.path.isfile(os.path.join(synthetic_root, "coco", im["file_name"])) for im in data["images"])
+
+
+def _read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_the_image_pretraining_set_is_held_out_and_round_trips(tmp_path):
+    folder = ensure_synthetic_coco(str(tmp_path), {"train": 6, "val": 3}, seed=2)
+    manifest = _read_json(os.path.join(folder, "manifest.json"))
+    seeds = {split: {f["seed"] for f in facts} for split, facts in manifest["images"].items()}
+    assert len(seeds["train"]) == 6 and len(seeds["val"]) == 3 and not seeds["train"] & seeds["val"]
+    for split, num in (("train", 6), ("val", 3)):
+        data = _read_json(os.path.join(folder, f"{split}.json"))
+        assert [im["id"] for im in data["images"]] == list(range(1, num + 1))
+        first = [a for a in data["annotations"] if a["image_id"] == 1]
+        video = split_video("coco" if split == "train" else "coco_val", 0, seed=2)
+        visible = [m for m in video.masks[:, 0] if m.any()]
+        assert len(first) == len(visible)
+        assert all(
+            np.array_equal(mask_util.decode(a["segmentation"]).astype(bool), m)
+            for a, m in zip(first, visible)
+        )
+    with pytest.raises(ValueError, match="unknown synthetic_coco split"):
+        ensure_synthetic_coco(str(tmp_path / "other"), {"test": 1})

@@ -14,7 +14,7 @@ from detectron2.structures import BoxMode
 from mdqe.data.datasets import COCO_TO_OVIS, COCO_TO_YTVIS_2019, COCO_TO_YTVIS_2021, load_ytvis_json
 from mdqe.data.datasets.ytvis import DatasetNotFoundError
 from mdqe.data.frames import read_frame
-from mdqe.data.synthetic import DEFAULT_NUM_COCO_IMAGES, split_video
+from mdqe.data.synthetic import DEFAULT_COCO_SPLITS, split_video
 
 
 def _decode(segm: dict) -> np.ndarray:
@@ -135,12 +135,18 @@ def test_missing_dataset_gives_one_line_naming_path_dataset_and_remedy(tmp_path,
 
 
 def test_synthetic_registrations_have_their_metadata():
-    for name in ("synthetic_vis_train", "synthetic_vis_val", "synthetic_coco_train"):
+    for name, folder in (
+        ("synthetic_vis_train", "synthetic_vis"),
+        ("synthetic_vis_val", "synthetic_vis"),
+        ("synthetic_coco_train", "synthetic_coco"),
+        ("synthetic_coco_val", "synthetic_coco"),
+    ):
         meta = MetadataCatalog.get(name)
         assert meta.thing_classes == ["circle", "square", "triangle", "star", "ring"]
-        assert "synthetic_vis" in meta.json_file
+        assert f"{folder}/" in meta.json_file
     assert MetadataCatalog.get("synthetic_vis_val").evaluator_type == "ytvis"
     assert MetadataCatalog.get("synthetic_coco_train").evaluator_type == "coco"
+    assert MetadataCatalog.get("synthetic_coco_val").evaluator_type == "coco"
 
 
 @pytest.mark.slow
@@ -156,10 +162,12 @@ def test_synthetic_vis_val_is_generated_on_first_use_and_round_trips():
 
 
 @pytest.mark.slow
-def test_synthetic_coco_train_loads_coco_format_images():
-    records = DatasetCatalog.get("synthetic_coco_train")
-    assert len(records) == DEFAULT_NUM_COCO_IMAGES
-    first = records[0]
-    assert "synthetic_vis/coco/" in first["file_name"] and "file_names" not in first
-    assert first["annotations"] and all("segmentation" in obj for obj in first["annotations"])
-    assert len({r["image_id"] for r in records}) == len(records)
+def test_synthetic_coco_splits_load_coco_format_images():
+    # generates the image pre-training set under $DETECTRON2_DATASETS on first use (about a minute)
+    for name, split in (("synthetic_coco_train", "train"), ("synthetic_coco_val", "val")):
+        records = DatasetCatalog.get(name)
+        assert len(records) == DEFAULT_COCO_SPLITS[split]
+        first = records[0]
+        assert f"synthetic_coco/{split}/" in first["file_name"] and "file_names" not in first
+        assert first["annotations"] and all("segmentation" in obj for obj in first["annotations"])
+        assert len({r["image_id"] for r in records}) == len(records)
