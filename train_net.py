@@ -6,6 +6,10 @@
     python train_net.py --config-file configs/synthetic/R18_synthetic.yaml   # CPU, synthetic data
 
 With `MODEL.DEVICE cpu`, --num-gpus N starts N CPU processes joined with the gloo backend.
+
+SIGTERM or SIGUSR1 (SLURM's warning before a time limit or a preemption) during training writes a
+checkpoint of the current iteration and exits with status 75 (EX_TEMPFAIL, `mdqe.engine.hooks.
+EXIT_PREEMPTED`); run the same command with --resume to continue exactly where it stopped.
 """
 
 from __future__ import annotations

@@ -1,11 +1,15 @@
-"""Training hooks: a loud warning when the first iterations leave every parameter unchanged."""
+"""Training hooks: a loud warning when the first iterations leave every parameter unchanged, and a
+checkpoint plus a distinct exit status on preemption signals."""
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 
 import torch
 from detectron2.engine import HookBase
+from detectron2.utils import comm
 
 logger = logging.getLogger(__name__)
 
@@ -65,3 +69,65 @@ class FrozenTrainingWarning(HookBase):
             self._num_iters,
             details,
         )
+
+
+# Exit status of a training run stopped by SIGTERM / SIGUSR1 after writing its checkpoint: EX_TEMPFAIL of
+# sysexits.h ("try again later"). `--resume` continues it; tools/submit_slurm.py requeues on it.
+EXIT_PREEMPTED = 75
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Preempted(SystemExit):
+    """Raised out of the training loop once the preemption checkpoint is written."""
+
+    def __init__(self, signum: int, iteration: int):
+        super().__init__(EXIT_PREEMPTED)
+        self.signum = signum
+        self.iteration = iteration
+
+
+class PreemptionCheckpointer(HookBase):
+    """On SIGTERM or SIGUSR1 (SLURM's warning before a time limit or preemption), finish the current
+    iteration, write `model_<iter>.pth` (and `last_checkpoint`), and leave with exit status EXIT_PREEMPTED.
+
+    The signal only sets a flag; the checkpoint is written between iterations, so it holds a consistent
+    model, optimizer, scheduler and iteration and `--resume` continues exactly. With several processes the
+    flag is combined over all of them each iteration, so every process stops after the same iteration.
+    """
+
+    def __init__(self):
+        self._signum = 0
+        self._previous: dict[int, object] = {}
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self._signum = signum
+        logger.warning("Received %s: checkpointing after this iteration", signal.Signals(signum).name)
+
+    def before_train(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            logger.warning("Training outside the main thread: no checkpoint on SIGTERM/SIGUSR1")
+            return
+        for signum in PREEMPTION_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def after_train(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def after_step(self) -> None:
+        signum = self._signum
+        if comm.get_world_size() > 1:
+            signum = max(comm.all_gather(signum))
+        if not signum:
+            return
+        iteration = self.trainer.iter
+        self.trainer.checkpointer.save(f"model_{iteration:07d}", iteration=iteration)
+        comm.synchronize()
+        logger.warning(
+            "Stopped by %s after iteration %d; checkpoint written. Continue with --resume (exit status %d)",
+            signal.Signals(signum).name,
+            iteration,
+            EXIT_PREEMPTED,
+        )
+        raise Preempted(signum, iteration)

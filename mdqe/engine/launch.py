@@ -7,6 +7,8 @@ tests and by machines without GPUs) needs its own worker.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -16,6 +18,8 @@ import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
 from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
+
+from .hooks import EXIT_PREEMPTED, PREEMPTION_SIGNALS
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
@@ -33,10 +37,18 @@ def launch(
     """Run `main_func(*args)` in `num_processes_per_machine` processes on each machine.
 
     device "cuda": one process per GPU through detectron2's launch (NCCL). device "cpu": CPU processes
-    joined with the gloo backend; `dist_url` "auto" picks a free local port.
+    joined with the gloo backend; `dist_url` "auto" picks a free local port. A worker stopped by a
+    preemption signal (exit status EXIT_PREEMPTED) makes this process exit with the same status.
     """
     if device != "cpu":
-        d2_launch(main_func, num_processes_per_machine, num_machines, machine_rank, dist_url, args, timeout)
+        try:
+            d2_launch(
+                main_func, num_processes_per_machine, num_machines, machine_rank, dist_url, args, timeout
+            )
+        except mp.ProcessExitedException as e:
+            if e.exit_code == EXIT_PREEMPTED:
+                raise SystemExit(EXIT_PREEMPTED) from None
+            raise
         return
     world_size = num_machines * num_processes_per_machine
     if world_size == 1:
@@ -46,12 +58,36 @@ def launch(
         if num_machines != 1:
             raise ValueError("--dist-url auto only works on one machine; give tcp://HOST:PORT")
         dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
-    mp.spawn(
+    context = mp.start_processes(
         _cpu_worker,
         nprocs=num_processes_per_machine,
         args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout),
         daemon=False,
+        join=False,
     )
+    _join_forwarding_preemption_signals(context)
+
+
+def _join_forwarding_preemption_signals(context: mp.ProcessContext) -> None:
+    """Wait for the workers; SIGTERM/SIGUSR1 sent to this process are passed on to them (each then
+    checkpoints and stops, see PreemptionCheckpointer), and their preemption exit status becomes ours."""
+
+    def forward(signum: int, frame) -> None:
+        for process in context.processes:
+            if process.is_alive():
+                os.kill(process.pid, signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in PREEMPTION_SIGNALS}
+    try:
+        while not context.join():
+            pass
+    except mp.ProcessExitedException as e:
+        if e.exit_code == EXIT_PREEMPTED:
+            raise SystemExit(EXIT_PREEMPTED) from None
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _cpu_worker(

@@ -16,7 +16,7 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import MDQECheckpointer, inflate_checkpoint_file
-from .hooks import FrozenTrainingWarning
+from .hooks import FrozenTrainingWarning, PreemptionCheckpointer
 from .inference import inference_on_videos
 from .optimizer import build_optimizer
 from .train_loop import IterationSeeder, MDQEAMPTrainer, MDQESimpleTrainer
@@ -109,11 +109,12 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self) -> list:
         """detectron2's default hooks, preceded by per-iteration seeding when SEED >= 0, plus a warning
-        when the first iterations leave the model unchanged."""
+        when the first iterations leave the model unchanged and, last (after the scheduler's step), the
+        checkpoint-and-exit on SIGTERM/SIGUSR1."""
         hooks = super().build_hooks()
         if self.cfg.SEED >= 0:
             hooks.insert(0, IterationSeeder(self.cfg.SEED))
-        hooks.append(FrozenTrainingWarning())
+        hooks += [FrozenTrainingWarning(), PreemptionCheckpointer()]
         return hooks
 
     @classmethod
