@@ -79,7 +79,29 @@ def _add_model_config(cfg: CfgNode) -> None:
     # Number of object categories, K (no background class: classification is per-class sigmoid).
     cfg.MODEL.MDQE.NUM_CLASSES = 80
 
+    # The swappable parts, by registry name (see mdqe/modeling/build.py and docs/extending.md). Not in the
+    # original, whose parts are these classes.
+    # Pixel encoder (PIXEL_ENCODER_REGISTRY).
+    cfg.MODEL.MDQE.ENCODER_NAME = "DeformableEncoder"
+    # Query decoder (DECODER_REGISTRY).
+    cfg.MODEL.MDQE.DECODER_NAME = "QueryDecoder"
+    # Training criterion (CRITERION_REGISTRY).
+    cfg.MODEL.MDQE.CRITERION_NAME = "SetCriterion"
+    # Query-to-target matcher of the criterion (MATCHER_REGISTRY).
+    cfg.MODEL.MDQE.MATCHER_NAME = "HungarianMatcher"
+
     # Losses.
+    # Not in the original (which computes exactly these): the criterion's losses, by name, in this order.
+    cfg.MODEL.MDQE.LOSSES = ["query_init_labels", "query_init_reid", "labels", "boxes", "masks"]
+    # Not in the original (which fixes 2): weight of the focal class losses (loss_cls and the query-init
+    # loss_sem_cls_query_init).
+    cfg.MODEL.MDQE.CLASS_WEIGHT = 2.0
+    # Not in the original (whose default weight 0.5 they get): weight of the two contrastive losses on the
+    # initial queries (loss_reid_query_init, loss_reid_query_init_aux).
+    cfg.MODEL.MDQE.REID_WEIGHT = 0.5
+    # Not in the original: [term, weight] pairs for the terms of losses added to LOSSES; a term without a
+    # weight is an error when the criterion is built.
+    cfg.MODEL.MDQE.EXTRA_LOSS_WEIGHTS = []
     # Weight of the L1 and GIoU box losses, and the box cost weight of the matcher.
     cfg.MODEL.MDQE.BOX_WEIGHT = 2.0
     # Weight of the per-pixel mask BCE loss.

@@ -435,6 +435,15 @@ def test_defaults_equal_the_originals() -> None:
 EXTENSIONS: dict[str, Any] = {
     "MODEL.MDQE.MASK_FEAT_INIT_SCALE": 1.0,
     "MODEL.MDQE.MASK_FEAT_DIM": 0,
+    # the registry names of the swappable parts and the loss list/weights (mdqe/modeling/build.py)
+    "MODEL.MDQE.ENCODER_NAME": "DeformableEncoder",
+    "MODEL.MDQE.DECODER_NAME": "QueryDecoder",
+    "MODEL.MDQE.CRITERION_NAME": "SetCriterion",
+    "MODEL.MDQE.MATCHER_NAME": "HungarianMatcher",
+    "MODEL.MDQE.LOSSES": ["query_init_labels", "query_init_reid", "labels", "boxes", "masks"],
+    "MODEL.MDQE.CLASS_WEIGHT": 2.0,
+    "MODEL.MDQE.REID_WEIGHT": 0.5,
+    "MODEL.MDQE.EXTRA_LOSS_WEIGHTS": [],
 }
 
 

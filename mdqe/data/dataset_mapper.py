@@ -21,12 +21,11 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 from detectron2.config import CfgNode, configurable
-from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes, BoxMode, Instances
 
 from .augmentation import apply_clip_augmentations, build_augmentation, build_pseudo_augmentation, warp_masks
-from .datasets.categories import COCO_TO_OVIS, COCO_TO_YTVIS_2019, COCO_TO_YTVIS_2021
+from .datasets.metadata import is_image_dataset, source_to_target_classes
 from .frames import read_frame
 
 __all__ = [
@@ -39,37 +38,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# COCO -> video class maps, by target dataset name prefix
-_COCO_TO_TARGET = {
-    "ytvis_2019": COCO_TO_YTVIS_2019,
-    "ytvis_2021": COCO_TO_YTVIS_2021,
-    "ytvis_ovis": COCO_TO_OVIS,
-}
-
-
-def is_image_dataset(dataset_name: str) -> bool:
-    """COCO-format image datasets (names "coco*", or registered with evaluator_type "coco") become
-    pseudo-clips; everything else is a video dataset."""
-    return (
-        dataset_name.startswith("coco") or MetadataCatalog.get(dataset_name).get("evaluator_type") == "coco"
-    )
-
-
-def source_to_target_classes(src_dataset_name: str, tgt_dataset_name: str) -> dict[int, int] | None:
-    """Contiguous class of `src_dataset_name` -> contiguous class of `tgt_dataset_name`, or None when
-    they share one category table. Classes missing from the map have no target class."""
-    src_meta, tgt_meta = MetadataCatalog.get(src_dataset_name), MetadataCatalog.get(tgt_dataset_name)
-    if src_meta.get("thing_classes") == tgt_meta.get("thing_classes"):
-        return None
-    table = next((m for prefix, m in _COCO_TO_TARGET.items() if tgt_dataset_name.startswith(prefix)), None)
-    if table is None or not is_image_dataset(src_dataset_name):
-        raise ValueError(
-            f"no category map from '{src_dataset_name}' to the target dataset '{tgt_dataset_name}' "
-            f"(DATASETS.TRAIN[-1]); known: COCO -> {sorted(_COCO_TO_TARGET)}*, or datasets sharing categories"
-        )
-    src_ids, tgt_ids = src_meta.thing_dataset_id_to_contiguous_id, tgt_meta.thing_dataset_id_to_contiguous_id
-    return {src_ids[s]: tgt_ids[t] for s, t in table.items()}
 
 
 def sample_clip_frames(
@@ -150,9 +118,8 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
-class YTVISDatasetMapper:
-    """Video dict (from `load_ytvis_json`) -> a training clip of `sampling_frame_num` frames, or (test)
-    all frames of the video. See the module docstring for the output."""
+class _ClipMapper:
+    """What both mappers share: the arguments, the class map of non-target datasets and the logging."""
 
     @configurable
     def __init__(
@@ -164,7 +131,6 @@ class YTVISDatasetMapper:
         image_format: str,
         sampling_frame_num: int = 2,
         sampling_frame_range: int = 10,
-        sampling_frame_shuffle: bool = False,
         src2tgt: dict[int, int] | None = None,
     ):
         """
@@ -174,7 +140,7 @@ class YTVISDatasetMapper:
                 `src2tgt`.
             augmentations: applied clip-wise (see `apply_clip_augmentations`).
             image_format: "RGB" or "BGR".
-            sampling_frame_num, sampling_frame_range, sampling_frame_shuffle: see `sample_clip_frames`.
+            sampling_frame_num, sampling_frame_range: see `sample_clip_frames`.
             src2tgt: contiguous source class -> contiguous target class (None: identity).
         """
         self.is_train = is_train
@@ -183,10 +149,9 @@ class YTVISDatasetMapper:
         self.image_format = image_format
         self.sampling_frame_num = sampling_frame_num
         self.sampling_frame_range = sampling_frame_range
-        self.sampling_frame_shuffle = sampling_frame_shuffle
         self.src2tgt = src2tgt
         mode = "training" if is_train else "inference"
-        logger.info(f"[YTVISDatasetMapper] Augmentations used in {mode}: {self.augmentations}")
+        logger.info(f"[{type(self).__name__}] Augmentations used in {mode}: {self.augmentations}")
 
     @classmethod
     def from_config(
@@ -198,13 +163,36 @@ class YTVISDatasetMapper:
         return {
             "is_train": is_train,
             "is_tgt": is_tgt,
-            "augmentations": build_augmentation(cfg, is_train),
+            "augmentations": cls.build_augmentations(cfg, is_train, is_tgt),
             "image_format": cfg.INPUT.FORMAT,
             "sampling_frame_num": cfg.INPUT.SAMPLING_FRAME_NUM,
             "sampling_frame_range": cfg.INPUT.SAMPLING_FRAME_RANGE,
-            "sampling_frame_shuffle": cfg.INPUT.SAMPLING_FRAME_SHUFFLE,
             "src2tgt": src2tgt,
         }
+
+    @classmethod
+    def build_augmentations(cls, cfg: CfgNode, is_train: bool, is_tgt: bool) -> list[T.Augmentation]:
+        return build_augmentation(cfg, is_train)
+
+
+class YTVISDatasetMapper(_ClipMapper):
+    """Video dict (from `load_ytvis_json`) -> a training clip of `sampling_frame_num` frames, or (test)
+    all frames of the video. See the module docstring for the output."""
+
+    @configurable
+    def __init__(
+        self, is_train: bool, is_tgt: bool = True, *, sampling_frame_shuffle: bool = False, **kwargs
+    ):
+        """Arguments as `_ClipMapper`, and `sampling_frame_shuffle` (see `sample_clip_frames`)."""
+        super().__init__(is_train, is_tgt, **kwargs)
+        self.sampling_frame_shuffle = sampling_frame_shuffle
+
+    @classmethod
+    def from_config(
+        cls, cfg: CfgNode, is_train: bool = True, is_tgt: bool = True, src_dataset_name: str = ""
+    ) -> dict:
+        args = super().from_config(cfg, is_train, is_tgt, src_dataset_name)
+        return {**args, "sampling_frame_shuffle": cfg.INPUT.SAMPLING_FRAME_SHUFFLE}
 
     def __call__(self, dataset_dict: dict) -> dict:
         length = dataset_dict["length"]
@@ -240,52 +228,17 @@ class YTVISDatasetMapper:
         return out
 
 
-class CocoClipDatasetMapper:
+class CocoClipDatasetMapper(_ClipMapper):
     """COCO image dict -> a pseudo-clip: `sampling_frame_num` differently augmented copies of the image
-    (a moving crop and a smooth rotation when configured), instances numbered 0..n-1 in every frame."""
+    (a moving crop and a smooth rotation when configured), instances numbered 0..n-1 in every frame.
 
-    @configurable
-    def __init__(
-        self,
-        is_train: bool,
-        is_tgt: bool = True,
-        *,
-        augmentations: list[T.Augmentation],
-        image_format: str,
-        sampling_frame_num: int = 2,
-        sampling_frame_range: int = 5,
-        src2tgt: dict[int, int] | None = None,
-    ):
-        """Arguments as `YTVISDatasetMapper`; `sampling_frame_range` only shapes the `frame_idx` metadata
-        of the pseudo video (a random length in [16, 48], as the original)."""
-        self.is_train = is_train
-        self.is_tgt = is_tgt
-        self.augmentations = list(augmentations)
-        self.image_format = image_format
-        self.sampling_frame_num = sampling_frame_num
-        self.sampling_frame_range = sampling_frame_range
-        self.src2tgt = src2tgt
-        mode = "training" if is_train else "inference"
-        logger.info(f"[CocoClipDatasetMapper] Augmentations used in {mode}: {self.augmentations}")
+    Arguments as `_ClipMapper`; `sampling_frame_range` only shapes the `frame_idx` metadata of the pseudo
+    video (a random length in [16, 48], as the original)."""
 
     @classmethod
-    def from_config(
-        cls, cfg: CfgNode, is_train: bool = True, is_tgt: bool = True, src_dataset_name: str = ""
-    ) -> dict:
-        src2tgt = None
-        if is_train and not is_tgt:
-            src2tgt = source_to_target_classes(src_dataset_name, cfg.DATASETS.TRAIN[-1])
+    def build_augmentations(cls, cfg: CfgNode, is_train: bool, is_tgt: bool) -> list[T.Augmentation]:
         # COCO as the only/last dataset (image pre-training) uses the video augmentations, as the original
-        build = build_augmentation if is_tgt else build_pseudo_augmentation
-        return {
-            "is_train": is_train,
-            "is_tgt": is_tgt,
-            "augmentations": build(cfg, is_train),
-            "image_format": cfg.INPUT.FORMAT,
-            "sampling_frame_num": cfg.INPUT.SAMPLING_FRAME_NUM,
-            "sampling_frame_range": cfg.INPUT.SAMPLING_FRAME_RANGE,
-            "src2tgt": src2tgt,
-        }
+        return (build_augmentation if is_tgt else build_pseudo_augmentation)(cfg, is_train)
 
     def __call__(self, dataset_dict: dict) -> dict:
         num_frames = self.sampling_frame_num

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from detectron2.config import CfgNode
 
 __all__ = ["ClipHeads", "VideoInferenceParams"]
 
@@ -63,8 +64,8 @@ class VideoInferenceParams:
             )
 
     @classmethod
-    def from_config(cls, cfg) -> VideoInferenceParams:
-        """Build the parameters from a config holding `add_mdqe_config`'s keys."""
+    def build(cls, cfg: CfgNode) -> VideoInferenceParams:
+        """The parameters of a config holding `add_mdqe_config`'s keys."""
         mdqe = cfg.MODEL.MDQE
         return cls(
             clip_len=mdqe.SAMPLING_FRAME_NUM_TEST,

@@ -1,16 +1,52 @@
 """Box overlap measures used by MDQE's matcher and criterion.
 
-All boxes are (x0, y0, x1, y1), usually normalised to [0, 1]. Conversions between xyxy and cxcywh come
-from `torchvision.ops.box_convert`. The IoU/GIoU variants here differ from torchvision's in two ways the
-original relies on: unions and enclosing areas are clamped to >= 1e-3 before dividing, and the GIoU of a
-pair of boxes that do not intersect is defined as 0 (not the negative value of the formula).
+Boxes are (x0, y0, x1, y1) unless a name says cxcywh, usually normalised to [0, 1]; this module holds the
+model's only conversions between the two. The IoU/GIoU variants here differ from torchvision's in two ways
+the original relies on: unions and enclosing areas are clamped to >= 1e-3 before dividing, and the GIoU of
+a pair of boxes that do not intersect is defined as 0 (not the negative value of the formula).
 """
 
 from __future__ import annotations
 
 import torch
 
+__all__ = [
+    "box_area",
+    "box_cxcywh_to_xyxy",
+    "box_xyxy_to_cxcywh",
+    "circumscribed_boxes",
+    "matched_boxlist_giou",
+    "video_box_iou",
+    "video_generalized_box_iou",
+]
+
 _MIN_AREA = 1e-3
+
+
+def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """boxes: (..., 4) (cx, cy, w, h) -> (..., 4) (x0, y0, x1, y1)."""
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+
+
+def box_xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
+    """boxes: (..., 4) (x0, y0, x1, y1) -> (..., 4) (cx, cy, w, h)."""
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
+
+
+def circumscribed_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    """The box enclosing an instance's per-frame boxes, each clamped to the image.
+
+    Args:
+        boxes: (B, Q, T, 4) normalised (cx, cy, w, h).
+
+    Returns:
+        (B, Q, 4) normalised (cx, cy, w, h).
+    """
+    xyxy = box_cxcywh_to_xyxy(boxes).clamp(min=0, max=1)
+    enclosing = torch.cat([xyxy[..., :2].min(dim=-2).values, xyxy[..., 2:].max(dim=-2).values], dim=-1)
+    return box_xyxy_to_cxcywh(enclosing)
 
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:

@@ -18,15 +18,25 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from detectron2.config import CfgNode, configurable
 from torch import nn
 
+from .box_ops import box_cxcywh_to_xyxy, circumscribed_boxes
+from .build import DECODER_REGISTRY, num_grid_queries
 from .deform_attn import MDQEDeformAttn
-from .layers import MLP, box_cxcywh_to_xyxy, circumscribed_boxes, full_precision, inverse_sigmoid
+from .layers import MLP, full_precision, inverse_sigmoid
 from .mask_head import MaskHead
-from .query_init import associate_queries, grid_relative_positions, sample_query_features, select_grid_queries
+from .query_init import (
+    associate_queries,
+    grid_relative_positions,
+    query_grid_size,
+    sample_query_features,
+    select_grid_queries,
+)
 
 __all__ = [
     "DecoderLayer",
@@ -66,22 +76,41 @@ class LayerValues:
     cross: torch.Tensor
     temporal: list[torch.Tensor] | None
 
+    def map(self, fn: Callable[..., torch.Tensor], *others: LayerValues) -> LayerValues:
+        """Every tensor t replaced by fn(t, *the same tensor of `others`)."""
+        cross = fn(self.cross, *(o.cross for o in others))
+        if self.temporal is None:
+            return LayerValues(cross, None)
+        temporal = [fn(v, *(o.temporal[lvl] for o in others)) for lvl, v in enumerate(self.temporal)]
+        return LayerValues(cross, temporal)
+
 
 @dataclass
 class FrameQueries:
-    """Initial queries of N frames (grid-guided selection, before association).
+    """Initial queries of N frames (grid-guided selection, before association); `per_clip` gives the
+    same fields with leading dims (B, T) instead of N = B * T.
 
     Attributes:
-        rpn_logits: (N, H0, W0, K) class logits of the stride-8 level.
+        rpn_logits: (N, H0, W0, K) class logits of the stride-8 level (None where not needed).
         coords: (N, Q, 2) normalised (x, y) of the selected points.
         features: (N, Q, C) their content features.
         track_embed: (N, Q, E) their track embeddings.
     """
 
-    rpn_logits: torch.Tensor
+    rpn_logits: torch.Tensor | None
     coords: torch.Tensor
     features: torch.Tensor
     track_embed: torch.Tensor
+
+    def per_clip(self, num_frames: int) -> FrameQueries:
+        """(B * T, ...) fields -> (B, T, ...), frames clip-major."""
+
+        def split(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.unflatten(0, (-1, num_frames))
+
+        return FrameQueries(
+            *(split(t) for t in (self.rpn_logits, self.coords, self.features, self.track_embed))
+        )
 
 
 @dataclass
@@ -215,11 +244,14 @@ class _DecoderStack(nn.Module):
         self.norm = norm
 
 
+@DECODER_REGISTRY.register()
 class QueryDecoder(nn.Module):
     """Query initialisation, decoder, heads and mask-feature head of MDQE."""
 
+    @configurable
     def __init__(
         self,
+        *,
         num_classes: int,
         dim: int = 256,
         n_heads: int = 8,
@@ -250,9 +282,7 @@ class QueryDecoder(nn.Module):
             mask_feat_dim: number of mask feature channels; 0: dim // 8, the original's.
         """
         super().__init__()
-        self.grid_size = int(math.sqrt(num_queries))
-        if self.grid_size**2 != num_queries:
-            raise ValueError(f"QueryDecoder: num_queries must be a perfect square, got {num_queries}")
+        self.grid_size = query_grid_size(num_queries)
         self.num_classes = num_classes
         self.n_frames = n_frames
         self.window_inter_frame_asso = window_inter_frame_asso
@@ -271,6 +301,26 @@ class QueryDecoder(nn.Module):
         self.mask_head = MaskHead(dim, init_scale=mask_feat_init_scale, mask_dim=mask_feat_dim)
         self.mask_embed = MLP(dim, dim, self.mask_head.mask_dim, 3)
         self._reset_parameters()
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> dict[str, Any]:
+        mdqe = cfg.MODEL.MDQE
+        return {
+            "num_classes": mdqe.NUM_CLASSES,
+            "dim": mdqe.HIDDEN_DIM,
+            "n_heads": mdqe.NHEADS,
+            "n_levels": mdqe.NUM_FEATURE_LEVELS,
+            "n_frames": cfg.INPUT.SAMPLING_FRAME_NUM,
+            "n_points": mdqe.DEC_NUM_POINTS,
+            "num_layers": mdqe.DEC_LAYERS,
+            "mlp_ratio": mdqe.MLP_RATIO,
+            "num_queries": num_grid_queries(cfg),
+            "temporal_attn": mdqe.DEC_TEMPORAL,
+            "window_inter_frame_asso": mdqe.WINDOW_INTER_FRAME_ASSOCIATION,
+            "query_embed_dim": mdqe.QUERY_EMBED_DIM,
+            "mask_feat_init_scale": mdqe.MASK_FEAT_INIT_SCALE,
+            "mask_feat_dim": mdqe.MASK_FEAT_DIM,
+        }
 
     @property
     def mask_dim(self) -> int:
@@ -398,6 +448,19 @@ class QueryDecoder(nn.Module):
                 box_out.append(boxes)
         return DecoderOutput(torch.stack(frame_out), torch.stack(clip_out), torch.stack(box_out))
 
+    def decode_clips(
+        self, queries: FrameQueries, values: list[LayerValues], spatial_shapes: torch.Tensor
+    ) -> DecoderOutput:
+        """Associate and decode clips: the one path of training, video and image inference.
+
+        Args:
+            queries: per clip (B, T, ...) initial queries (`FrameQueries.per_clip`; `rpn_logits` unused).
+            values: per layer, the attention values of the B*T frames (`project_values`).
+            spatial_shapes: (L, 2) int64.
+        """
+        features, coords = self.associate(queries.features, queries.coords, queries.track_embed)
+        return self.decode(features, coords, values, spatial_shapes)
+
     def heads(self, clip_queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """clip_queries: (..., Q, C) -> class logits (..., Q, K) and mask coefficients (..., Q, M) (tanh)."""
         normed = self.decoder_norm(clip_queries)
@@ -419,26 +482,18 @@ class QueryDecoder(nn.Module):
             rpn_sem_cls (B, T, H_0, W_0, K), query_init_embed (B, T, Q, E) and
             query_init_coords (B, T, Q, 2), the last two before association.
         """
-        queries = self.init_frame_queries(memory, spatial_shapes)
-
-        def per_clip(t: torch.Tensor) -> torch.Tensor:
-            return t.unflatten(0, (-1, num_frames))
-
-        features, coords = self.associate(
-            per_clip(queries.features), per_clip(queries.coords), per_clip(queries.track_embed)
-        )
-        out = self.decode(
-            features, coords, self.project_values(memory, padding_mask, spatial_shapes), spatial_shapes
-        )
+        queries = self.init_frame_queries(memory, spatial_shapes).per_clip(num_frames)
+        values = self.project_values(memory, padding_mask, spatial_shapes)
+        out = self.decode_clips(queries, values, spatial_shapes)
         logits, mask_coeff = self.heads(out.clip_queries)
         boxes = box_cxcywh_to_xyxy(out.boxes.unflatten(1, (-1, num_frames)).transpose(2, 3))
-        mask_feats = per_clip(self.mask_features(memory, spatial_shapes)).transpose(1, 2)
+        mask_feats = self.mask_features(memory, spatial_shapes).unflatten(0, (-1, num_frames)).transpose(1, 2)
         return {
             "pred_logits": logits,
             "pred_boxes": boxes,
             "pred_mask_coeff": mask_coeff,
             "mask_feats": mask_feats,
-            "rpn_sem_cls": per_clip(queries.rpn_logits),
-            "query_init_embed": per_clip(queries.track_embed),
-            "query_init_coords": per_clip(queries.coords),
+            "rpn_sem_cls": queries.rpn_logits,
+            "query_init_embed": queries.track_embed,
+            "query_init_coords": queries.coords,
         }

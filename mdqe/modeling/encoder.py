@@ -7,10 +7,14 @@ frames, so frames can be encoded in any grouping with the same result.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
+from detectron2.config import CfgNode, configurable
+from detectron2.layers import ShapeSpec
 from torch import nn
 
+from .build import PIXEL_ENCODER_REGISTRY, check_feature_strides
 from .deform_attn import MDQEDeformAttn
 from .layers import full_precision, pixel_centers
 
@@ -81,11 +85,19 @@ class _EncoderStack(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
 
+@PIXEL_ENCODER_REGISTRY.register()
 class DeformableEncoder(nn.Module):
-    """Deformable DETR-style encoder over the flattened multi-scale features of each frame."""
+    """Deformable DETR-style encoder over the flattened multi-scale features of each frame.
 
+    It takes the backbone levels at strides 8, 16, 32, ... (projected to `dim` channels, plus extra
+    strided levels up to NUM_FEATURE_LEVELS, by `MDQETransformer`); the decoder's query selection and
+    mask head rely on the first level being at stride 8.
+    """
+
+    @configurable
     def __init__(
         self,
+        *,
         dim: int = 256,
         n_heads: int = 8,
         n_levels: int = 4,
@@ -104,6 +116,20 @@ class DeformableEncoder(nn.Module):
         self.encoder = _EncoderStack(layer, num_layers, dim)
         self.level_embed = nn.Parameter(torch.empty(n_levels, dim))
         nn.init.normal_(self.level_embed)
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict[str, Any]:
+        check_feature_strides(
+            cfg.MODEL.BACKBONE.NAME, input_shape, [8 * 2**level for level in range(len(input_shape))]
+        )
+        mdqe = cfg.MODEL.MDQE
+        return {
+            "dim": mdqe.HIDDEN_DIM,
+            "n_heads": mdqe.NHEADS,
+            "n_levels": mdqe.NUM_FEATURE_LEVELS,
+            "n_points": mdqe.ENC_NUM_POINTS,
+            "num_layers": mdqe.ENC_LAYERS,
+        }
 
     def forward(
         self, srcs: list[torch.Tensor], masks: list[torch.Tensor], pos: list[torch.Tensor]

@@ -1,4 +1,5 @@
-"""Small building blocks of MDQE's transformer: MLP heads, box conversions and reference grids."""
+"""Small building blocks of MDQE's transformer: MLP heads, reference grids and precision helpers
+(box conversions are in `box_ops`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,6 @@ from torch import nn
 
 __all__ = [
     "MLP",
-    "box_cxcywh_to_xyxy",
-    "box_xyxy_to_cxcywh",
-    "circumscribed_boxes",
     "full_precision",
     "inverse_sigmoid",
     "pixel_centers",
@@ -43,32 +41,6 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """log(x / (1 - x)) with x clamped to [0, 1] and both terms to >= eps (DETR's convention)."""
     x = x.clamp(min=0, max=1)
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
-
-
-def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    """boxes: (..., 4) (cx, cy, w, h) -> (..., 4) (x0, y0, x1, y1)."""
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
-
-
-def box_xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
-    """boxes: (..., 4) (x0, y0, x1, y1) -> (..., 4) (cx, cy, w, h)."""
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
-
-
-def circumscribed_boxes(boxes: torch.Tensor) -> torch.Tensor:
-    """The box enclosing an instance's per-frame boxes, each clamped to the image.
-
-    Args:
-        boxes: (B, Q, T, 4) normalised (cx, cy, w, h).
-
-    Returns:
-        (B, Q, 4) normalised (cx, cy, w, h).
-    """
-    xyxy = box_cxcywh_to_xyxy(boxes).clamp(min=0, max=1)
-    enclosing = torch.cat([xyxy[..., :2].min(dim=-2).values, xyxy[..., 2:].max(dim=-2).values], dim=-1)
-    return box_xyxy_to_cxcywh(enclosing)
 
 
 def pixel_centers(height: int, width: int, device: torch.device | str | None = None) -> torch.Tensor:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
-from detectron2.config import CfgNode
+from detectron2.config import CfgNode, configurable
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone, build_backbone
 from detectron2.structures import ImageList
 from torch import nn
@@ -40,6 +42,7 @@ class MaskedBackbone(nn.Module):
     """Wraps a detectron2 backbone (attribute `backbone`, as in the original's checkpoints) and adds
     the padding mask of every output level."""
 
+    @configurable
     def __init__(self, backbone: Backbone):
         super().__init__()
         self.backbone = backbone
@@ -49,9 +52,13 @@ class MaskedBackbone(nn.Module):
         self.num_channels = [shapes[name].channels for name in self.feature_names]
 
     @classmethod
-    def from_config(cls, cfg: CfgNode) -> MaskedBackbone:
-        """Build `cfg.MODEL.BACKBONE.NAME` with detectron2's `build_backbone`."""
-        return cls(build_backbone(cfg))
+    def from_config(cls, cfg: CfgNode) -> dict[str, Any]:
+        """`cfg.MODEL.BACKBONE.NAME`, built with detectron2's `build_backbone`."""
+        return {"backbone": build_backbone(cfg)}
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        """The wrapped backbone's output ShapeSpecs, finest first."""
+        return self.backbone.output_shape()
 
     def forward(self, images: ImageList) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """
@@ -77,6 +84,10 @@ class BackboneWithPosition(nn.Sequential):
         super().__init__(masked_backbone, position_embedding)
         self.feature_strides = masked_backbone.feature_strides
         self.num_channels = masked_backbone.num_channels
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        """The backbone's output ShapeSpecs, finest first."""
+        return self[0].output_shape()
 
     def forward(
         self, images: ImageList

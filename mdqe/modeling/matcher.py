@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from detectron2.config import CfgNode, configurable
 from scipy.optimize import linear_sum_assignment
 from torch import nn
-from torchvision.ops import box_convert
 
-from .box_ops import video_generalized_box_iou
+from .box_ops import box_xyxy_to_cxcywh, video_generalized_box_iou
+from .build import MATCHER_REGISTRY
+from .layers import pixel_centers
 
 __all__ = [
     "ClipPeakMatcher",
@@ -25,7 +27,6 @@ __all__ = [
     "center_prior",
     "clip_peak_targets",
     "dynamic_k_matching",
-    "grid_reference_points",
     "match_clip",
 ]
 
@@ -69,8 +70,8 @@ def center_prior(pred_boxes: torch.Tensor, gt_boxes: torch.Tensor, radius: float
         (Q, T) bool: True where the query's centre is strictly inside some GT box of that frame or
         strictly within `radius` of some GT centre (in both axes).
     """
-    centre = box_convert(pred_boxes, "xyxy", "cxcywh")[..., None, :, :2]  # (Q, 1, T, 2)
-    gt_centre = box_convert(gt_boxes, "xyxy", "cxcywh")[..., :2]  # (N, T, 2)
+    centre = box_xyxy_to_cxcywh(pred_boxes)[..., None, :, :2]  # (Q, 1, T, 2)
+    gt_centre = box_xyxy_to_cxcywh(gt_boxes)[..., :2]  # (N, T, 2)
     in_box = ((centre > gt_boxes[..., :2]) & (centre < gt_boxes[..., 2:])).all(dim=-1)  # (Q, N, T)
     in_centre = ((centre > gt_centre - radius) & (centre < gt_centre + radius)).all(dim=-1)
     return in_box.any(dim=1) | in_centre.any(dim=1)
@@ -184,9 +185,11 @@ def match_clip(
     return dynamic_k_matching(cost, giou)
 
 
+@MATCHER_REGISTRY.register()
 class HungarianMatcher(nn.Module):
     """One-to-many dynamic-k matcher of MDQE (named after the original's class); see `match_clip`."""
 
+    @configurable
     def __init__(self, cost_class: float = 1.0, cost_box: float = 2.0, cost_dice: float = 4.0):
         """
         Args:
@@ -200,6 +203,11 @@ class HungarianMatcher(nn.Module):
         self.cost_class = cost_class
         self.cost_box = cost_box
         self.cost_dice = cost_dice
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> dict[str, float]:
+        mdqe = cfg.MODEL.MDQE
+        return {"cost_class": 1.0, "cost_box": mdqe.BOX_WEIGHT, "cost_dice": mdqe.DICE_WEIGHT}
 
     @torch.no_grad()
     def forward(
@@ -224,19 +232,6 @@ class HungarianMatcher(nn.Module):
                 match_clip(logits, boxes, masks, target, self.cost_class, self.cost_box, self.cost_dice)
                 for logits, boxes, masks, target in zip(pred_logits, pred_boxes, pred_masks, targets)
             ]
-
-
-def grid_reference_points(grid_hw: tuple[int, int], device: torch.device | str | None = None) -> torch.Tensor:
-    """Normalised pixel centres of an (H, W) grid.
-
-    Returns:
-        (H*W, 2) (x, y) = ((j + 0.5) / W, (i + 0.5) / H), row-major.
-    """
-    h, w = grid_hw
-    ys = torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device) / max(h, 1)
-    xs = torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device) / max(w, 1)
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=-1)
 
 
 def clip_peak_targets(
@@ -271,7 +266,7 @@ def clip_peak_targets(
     out_dist = torch.zeros((num_frames, num_pixels, num_classes), dtype=torch.float32, device=device)
     out_ids = torch.full((num_frames, num_pixels), -1, dtype=torch.int64, device=device)
 
-    boxes = box_convert(target["boxes"], "xyxy", "cxcywh")  # (N, T, 4)
+    boxes = box_xyxy_to_cxcywh(target["boxes"])  # (N, T, 4)
     order = boxes[..., 2:].prod(dim=-1).mean(dim=-1).argsort(stable=True)
     valid = (boxes[..., 2:] > 0).all(dim=-1).any(dim=-1) & (target["labels"] >= 0)
     order = order[valid[order]]
@@ -279,7 +274,7 @@ def clip_peak_targets(
         return out_labels, out_dist, out_ids
 
     boxes, labels, ids = boxes[order], target["labels"][order], ids[order]
-    ref = grid_reference_points(grid_hw, device)  # (P, 2)
+    ref = pixel_centers(*grid_hw, device=device)  # (P, 2)
     offsets = (boxes[..., None, :2] - ref) / boxes[..., None, 2:].clamp(min=0.05)  # (n, T, P, 2)
     dist = (offsets**2).sum(dim=-1)  # (n, T, P)
     if mask_on:

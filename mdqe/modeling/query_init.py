@@ -10,12 +10,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 __all__ = [
     "associate_queries",
     "grid_relative_positions",
+    "query_grid_size",
     "sample_query_features",
     "select_grid_queries",
 ]
@@ -30,6 +33,15 @@ def grid_relative_positions(grid_size: int) -> torch.Tensor:
     rows, cols = torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size), indexing="ij")
     cells = torch.stack([cols, rows], dim=-1).view(-1, 2)
     return (cells[:, None] - cells[None]).abs()
+
+
+def query_grid_size(num_queries: int) -> int:
+    """g for Q = g * g queries; a Q that is not a perfect square is an error (the config's
+    NUM_OBJECT_QUERIES is rounded down to a square once, by `mdqe.modeling.build.num_grid_queries`)."""
+    grid_size = math.isqrt(num_queries)
+    if grid_size * grid_size != num_queries:
+        raise ValueError(f"the number of queries must be a perfect square (query grid), got {num_queries}")
+    return grid_size
 
 
 def select_grid_queries(class_logits: torch.Tensor, grid_size: int) -> torch.Tensor:

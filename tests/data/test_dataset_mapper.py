@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
@@ -24,6 +26,7 @@ from mdqe.data.build import _seeded_global_rngs
 from mdqe.data.dataset_mapper import (
     _frame_instances,
     filter_empty_instances,
+    is_image_dataset,
     sample_clip_frames,
     source_to_target_classes,
 )
@@ -146,8 +149,19 @@ def test_coco_classes_map_onto_the_target_dataset():
     assert src2tgt[coco[3]] == 24  # car -> Vehical
     assert coco[16] not in src2tgt  # bird: no entry, as released
     assert source_to_target_classes("test_synth_coco", "test_synth_train") is None
-    with pytest.raises(ValueError, match="no category map"):
+    # the map is the source's registered metadata: a target without those ids, or a COCO set registered
+    # without a map, is an error naming both datasets
+    with pytest.raises(ValueError, match=r"'coco2ovis_train'.*ids .* 'test_synth_train' does not have"):
         source_to_target_classes("coco2ovis_train", "test_synth_train")
+    with pytest.raises(ValueError, match=r"no category map from 'coco_2017_train' .* 'ytvis_ovis_train'"):
+        source_to_target_classes("coco_2017_train", "ytvis_ovis_train")
+
+
+def test_image_datasets_are_told_by_their_metadata_not_their_name():
+    name = f"not_coco_named_{uuid.uuid4().hex}"
+    MetadataCatalog.get(name).set(evaluator_type="coco")
+    assert is_image_dataset(name) and is_image_dataset("coco2ovis_val")
+    assert not is_image_dataset("ytvis_ovis_val") and not is_image_dataset("coco_named_but_unregistered")
 
 
 def test_test_mapper_returns_every_frame_resized(synthetic_root):

@@ -111,7 +111,7 @@ def test_params_from_config_use_the_original_keys():
     cfg = get_cfg()
     add_mdqe_config(cfg)
     cfg.merge_from_list(["MODEL.MDQE.WINDOW_FRAME_NUM_TEST", 30, "TEST.DETECTIONS_PER_IMAGE", 15])
-    params = VideoInferenceParams.from_config(cfg)
+    params = VideoInferenceParams.build(cfg)
     assert (params.window_frames, params.detections_per_image, params.clip_len) == (30, 15, 5)
     with pytest.raises(ValueError, match="WINDOW_FRAME_NUM_TEST"):
         VideoInferenceParams(clip_len=5, window_frames=4)

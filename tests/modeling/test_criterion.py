@@ -26,6 +26,8 @@ WEIGHTS = {
     "loss_giou": 2.0,
     "loss_mask": 4.0,
     "loss_dice": 4.0,
+    "loss_reid_query_init": 0.5,
+    "loss_reid_query_init_aux": 0.5,
 }
 LAYER_KEYS = ["loss_cls", "loss_bbox", "loss_giou", "loss_mask", "loss_dice"]
 QUERY_INIT_KEYS = ["loss_sem_cls_query_init", "loss_reid_query_init", "loss_reid_query_init_aux"]
@@ -164,9 +166,9 @@ def test_losses_are_weighted_as_the_original():
     targets = [make_target([[0.25, 0.25, 0.75, 0.5], [0.5, 0.5, 1.0, 1.0]], [1, 3])]
     outputs = make_outputs(targets, perfect=False)
     weighted = make_criterion()(outputs, targets)
-    unit = make_criterion(weight_dict=dict.fromkeys(WEIGHTS, 1.0), default_weight=1.0)(outputs, targets)
+    unit = make_criterion(weight_dict=dict.fromkeys(WEIGHTS, 1.0))(outputs, targets)
     for key, value in weighted.items():
-        factor = WEIGHTS.get(re.sub(r"_\d$", "", key), 0.5)  # aux layers as their base; reid terms 0.5
+        factor = WEIGHTS[re.sub(r"_\d$", "", key)]  # aux layers as their base
         torch.testing.assert_close(value, unit[key] * factor, msg=key)
 
 

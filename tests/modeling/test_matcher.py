@@ -10,13 +10,13 @@ from hypothesis import strategies as st
 from torchvision.ops import box_iou, generalized_box_iou
 
 from mdqe.modeling.box_ops import matched_boxlist_giou, video_box_iou, video_generalized_box_iou
+from mdqe.modeling.layers import pixel_centers
 from mdqe.modeling.matcher import (
     HungarianMatcher,
     batch_mask_costs,
     center_prior,
     clip_peak_targets,
     dynamic_k_matching,
-    grid_reference_points,
     match_clip,
 )
 
@@ -230,8 +230,8 @@ def test_matcher_runs_per_clip():
     assert dict(zip(*[x.tolist() for x in indices[1]]))[0] == 1
 
 
-def test_grid_reference_points_are_pixel_centres():
-    ref = grid_reference_points((2, 4))
+def test_pixel_centres_of_the_clip_peak_grid():
+    ref = pixel_centers(2, 4)
     assert ref.shape == (8, 2)
     torch.testing.assert_close(ref[0], torch.tensor([0.125, 0.25]))
     torch.testing.assert_close(ref[7], torch.tensor([0.875, 0.75]))
@@ -278,7 +278,7 @@ def test_clip_peak_larger_instance_takes_over_overlapping_pixels_with_zero_weigh
 def test_clip_peak_without_masks_uses_the_centre_distance():
     target = peak_target([[[0.0, 0.0, 1.0, 1.0]]], [1], [[3]], torch.zeros(1, 1, 8, 8))
     labels, dist, _ = clip_peak_targets(target, (4, 4), num_classes=2, mask_on=False)
-    ref = grid_reference_points((4, 4))
+    ref = pixel_centers(4, 4)
     d = ((ref - 0.5) ** 2).sum(-1)
     assert torch.equal(labels[0] == 1, d < 0.5)
     torch.testing.assert_close(dist[0, :, 1], torch.where(d < 0.5, 1 - 2 * d, torch.zeros_like(d)))

@@ -3,14 +3,19 @@ per-frame caching, and the query-initialisation and temporal-frame helpers."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import torch
 from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
 from detectron2.structures import BitMasks, ImageList, Instances
 
 from mdqe.config import add_mdqe_config
+from mdqe.inference import ClipHeads
+from mdqe.inference.frame_cache import clip_decoders
 from mdqe.modeling import MDQE
-from mdqe.modeling.decoder import FrameQueries, temporal_frame_indices
+from mdqe.modeling.decoder import temporal_frame_indices
 from mdqe.modeling.query_init import associate_queries, grid_relative_positions, select_grid_queries
 
 HEIGHT, WIDTH = 64, 96
@@ -169,12 +174,12 @@ def test_video_inference_returns_the_per_video_output_dict(model):
 
 
 def test_image_inference_returns_instances_for_the_coco_evaluator(model):
-    model.is_coco = True
+    model.is_image = True
     try:
         frame = _frames(1, seed=4)[0]
         (out,) = model([{"image": [frame, frame], "height": 2 * HEIGHT, "width": 2 * WIDTH}])
     finally:
-        model.is_coco = False
+        model.is_image = False
     inst = out["instances"]
     assert inst.image_size == (2 * HEIGHT, 2 * WIDTH)
     assert len(inst) > 0  # APPLY_CLS_THRES 0: every (query, class) with a non-empty mask is emitted
@@ -183,13 +188,25 @@ def test_image_inference_returns_instances_for_the_coco_evaluator(model):
     assert inst.pred_boxes.tensor.shape == (len(inst), 4)
 
 
+def test_a_test_set_registered_as_coco_gets_image_inference_whatever_its_name():
+    name = f"my_images_{uuid.uuid4().hex}"
+    MetadataCatalog.get(name).set(evaluator_type="coco")
+    cfg = tiny_cfg()
+    cfg.DATASETS.TEST = (name,)
+    assert MDQE(cfg).is_image
+    cfg.DATASETS.TEST = ("coco_named_video_set_unregistered",)
+    assert not MDQE(cfg).is_image
+
+
 def test_cached_per_frame_features_give_the_heads_of_clips_decoded_from_scratch(model):
     frames = _frames(6, seed=3)
     encoded = []
     hook = model.detr.transformer_enc.register_forward_hook(lambda m, i, o: encoded.append(o[0].shape[0]))
     try:
         with torch.no_grad():
-            decode_clip, mask_features = model.clip_decoders(frames)
+            decode_clip, mask_features = clip_decoders(
+                lambda start, end: model.frame_features(frames[start:end]), model.decode_clip, 6, chunk=3
+            )
             cached = [decode_clip(s, min(s + 3, 6)) for s in range(4)]
             feats = mask_features(3, 6)
     finally:
@@ -202,9 +219,10 @@ def test_cached_per_frame_features_give_the_heads_of_clips_decoded_from_scratch(
             clip = frames[s : min(s + 3, 6)]
             images = ImageList.from_tensors([model.normalize(f) for f in clip], 32)
             memory, padding, shapes = model.detr.encode(images)
-            q = dec.init_frame_queries(memory, shapes)
-            queries = FrameQueries(None, q.coords, q.features, q.track_embed)
-            fresh = model.decode_clip(queries, dec.project_values(memory, padding, shapes), shapes)
+            queries = dec.init_frame_queries(memory, shapes).per_clip(len(clip))
+            out = dec.decode_clips(queries, dec.project_values(memory, padding, shapes), shapes)
+            logits, mask_coeff = dec.heads(out.clip_queries[-1, 0])
+            fresh = ClipHeads(logits.sigmoid(), mask_coeff, out.clip_queries[-1, 0])
         torch.testing.assert_close(heads.cls_probs, fresh.cls_probs, atol=1e-5, rtol=0)
         torch.testing.assert_close(heads.mask_coeff, fresh.mask_coeff, atol=1e-5, rtol=0)
         torch.testing.assert_close(heads.query_embed, fresh.query_embed, atol=1e-5, rtol=0)

@@ -14,7 +14,15 @@ from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 from detectron2.data.datasets.coco import load_coco_json
 
 from ..synthetic import SYNTHETIC_CATEGORIES, ensure_synthetic_coco, ensure_synthetic_vis
-from .categories import OVIS_CATEGORIES, YTVIS_2019_CATEGORIES, YTVIS_2021_CATEGORIES, instances_meta
+from .categories import (
+    COCO_TO_OVIS,
+    COCO_TO_YTVIS_2019,
+    COCO_TO_YTVIS_2021,
+    OVIS_CATEGORIES,
+    YTVIS_2019_CATEGORIES,
+    YTVIS_2021_CATEGORIES,
+    instances_meta,
+)
 from .ytvis import check_dataset_paths, load_ytvis_json, register_ytvis_instances
 
 __all__ = ["register_all_mdqe_datasets", "register_coco_video_instances"]
@@ -33,15 +41,18 @@ def _ytvis_splits(prefix: str, folder: str) -> dict[str, tuple[str, str]]:
 _PREDEFINED_VIDEO_SPLITS = {
     **{k: (*v, YTVIS_2019_CATEGORIES) for k, v in _ytvis_splits("ytvis_2019", "ytvis_2019").items()},
     **{k: (*v, YTVIS_2021_CATEGORIES) for k, v in _ytvis_splits("ytvis_2021", "ytvis_2021").items()},
-    # "ytvis_" prefix on purpose: test loaders dispatch on ytvis*/coco* names
     **{k: (*v, OVIS_CATEGORIES) for k, v in _ytvis_splits("ytvis_ovis", "ovis").items()},
 }
 
 # COCO images whose annotations are restricted to classes with a counterpart in a video dataset
-# (tools/convert_coco_to_ytvis_categories.py writes the json files)
+# (tools/convert_coco_to_ytvis_categories.py writes the json files), with the COCO -> video category map
 _PREDEFINED_COCO_VIDEO_SPLITS = {
-    f"coco2{target}_{split}": (f"coco/{split}2017", f"coco/annotations/coco2{target}_{split}.json")
-    for target in ("ytvis2019", "ytvis2021", "ovis")
+    f"coco2{target}_{split}": (f"coco/{split}2017", f"coco/annotations/coco2{target}_{split}.json", table)
+    for target, table in (
+        ("ytvis2019", COCO_TO_YTVIS_2019),
+        ("ytvis2021", COCO_TO_YTVIS_2021),
+        ("ovis", COCO_TO_OVIS),
+    )
     for split in ("train", "val")
 }
 
@@ -56,9 +67,15 @@ SYNTHETIC_COCO_SPLITS = {
 }
 
 
-def register_coco_video_instances(name: str, metadata: dict, json_file: str, image_root: str) -> None:
+def register_coco_video_instances(
+    name: str, metadata: dict, json_file: str, image_root: str, category_map: dict[int, int] | None = None
+) -> None:
     """Register a COCO-format image dataset (`evaluator_type` "coco") whose missing files give a
-    one-line `DatasetNotFoundError`; its samples become pseudo-clips in video training."""
+    one-line `DatasetNotFoundError`; its samples become pseudo-clips in video training.
+
+    `category_map` (COCO category id -> category id of the target video dataset, metadata
+    `video_category_map`) maps its classes when it is an auxiliary source of a video training set.
+    """
 
     def load() -> list[dict]:
         check_dataset_paths(name, json_file, image_root)
@@ -68,6 +85,8 @@ def register_coco_video_instances(name: str, metadata: dict, json_file: str, ima
     MetadataCatalog.get(name).set(
         json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata
     )
+    if category_map is not None:
+        MetadataCatalog.get(name).set(video_category_map=dict(category_map))
 
 
 def _register_synthetic(root: str) -> None:
@@ -101,9 +120,9 @@ def register_all_mdqe_datasets(root: str) -> None:
             name, instances_meta(categories), os.path.join(root, json_file), os.path.join(root, image_root)
         )
     coco_meta = _get_builtin_metadata("coco")
-    for name, (image_root, json_file) in _PREDEFINED_COCO_VIDEO_SPLITS.items():
+    for name, (image_root, json_file, table) in _PREDEFINED_COCO_VIDEO_SPLITS.items():
         register_coco_video_instances(
-            name, coco_meta, os.path.join(root, json_file), os.path.join(root, image_root)
+            name, coco_meta, os.path.join(root, json_file), os.path.join(root, image_root), table
         )
     _register_synthetic(root)
 
