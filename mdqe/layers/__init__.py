@@ -1,5 +1,5 @@
-"""mdqe.layers: building blocks shared by the encoder and decoder."""
+"""mdqe.layers: the multi-scale deformable attention op (compiled kernels and PyTorch reference)."""
 
-from .ms_deform_attn import MSDeformAttn, ms_deform_attn, ms_deform_attn_pytorch
+from .ms_deform_attn import ms_deform_attn, ms_deform_attn_pytorch
 
-__all__ = ["MSDeformAttn", "ms_deform_attn", "ms_deform_attn_pytorch"]
+__all__ = ["ms_deform_attn", "ms_deform_attn_pytorch"]

@@ -1,4 +1,8 @@
-"""Multi-scale deformable attention: the compiled op, its PyTorch reference and Deformable DETR's module.
+"""Multi-scale deformable attention: the compiled op and its PyTorch reference.
+
+MDQE's attention module around reference boxes (`mdqe.modeling.deform_attn.MDQEDeformAttn`) calls
+`ms_deform_attn`; Deformable DETR's point-reference module is not part of this codebase, as no MDQE part
+uses it.
 
 Shapes (Deformable DETR's convention), with N batch, S = sum_l H_l * W_l value tokens, M heads, D channels
 per head, Lq queries, L levels and P points per level and head:
@@ -19,14 +23,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["MSDeformAttn", "ms_deform_attn", "ms_deform_attn_pytorch"]
+__all__ = ["ms_deform_attn", "ms_deform_attn_pytorch"]
 
 logger = logging.getLogger(__name__)
 
@@ -199,95 +201,3 @@ def ms_deform_attn(
     return _MSDeformAttnFunction.apply(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights
     )
-
-
-class MSDeformAttn(nn.Module):
-    """Deformable DETR's multi-scale deformable attention module.
-
-    Each query predicts, per head, level and point, an offset from its reference point and a weight
-    (softmax over levels and points), then averages the bilinearly sampled values.
-    """
-
-    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
-        super().__init__()
-        if d_model % n_heads != 0:
-            raise ValueError(f"MSDeformAttn: d_model={d_model} must be divisible by n_heads={n_heads}")
-        self.d_model = d_model
-        self.n_levels = n_levels
-        self.n_heads = n_heads
-        self.n_points = n_points
-        self.im2col_step = 64
-        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
-        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
-        self.value_proj = nn.Linear(d_model, d_model)
-        self.output_proj = nn.Linear(d_model, d_model)
-        self._reset_parameters()
-
-    def _reset_parameters(self) -> None:
-        # Offsets start on a ring of H directions (one per head), the k-th point k times further out.
-        angles = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
-        directions = torch.stack([angles.cos(), angles.sin()], dim=-1)
-        directions = directions / directions.abs().max(dim=-1, keepdim=True).values
-        scales = torch.arange(1, self.n_points + 1, dtype=torch.float32)
-        grid = directions[:, None, None, :] * scales[None, None, :, None]
-        grid = grid.expand(self.n_heads, self.n_levels, self.n_points, 2)
-        nn.init.constant_(self.sampling_offsets.weight, 0.0)
-        with torch.no_grad():
-            self.sampling_offsets.bias.copy_(grid.reshape(-1))
-        nn.init.constant_(self.attention_weights.weight, 0.0)
-        nn.init.constant_(self.attention_weights.bias, 0.0)
-        for proj in (self.value_proj, self.output_proj):
-            nn.init.xavier_uniform_(proj.weight)
-            nn.init.constant_(proj.bias, 0.0)
-
-    def forward(
-        self,
-        query: torch.Tensor,
-        reference_points: torch.Tensor,
-        input_flatten: torch.Tensor,
-        input_spatial_shapes: torch.Tensor,
-        input_level_start_index: torch.Tensor,
-        input_padding_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """
-        Args:
-            query: (N, Lq, C).
-            reference_points: (N, Lq, L, 2) normalised (x, y), or (N, Lq, L, 4) boxes (cx, cy, w, h)
-                whose half-size scales the offsets.
-            input_flatten: (N, S, C) values of all levels.
-            input_spatial_shapes: (L, 2) int64 (H, W).
-            input_level_start_index: (L,) int64.
-            input_padding_mask: (N, S) bool, True at padded positions (their values are zeroed).
-
-        Returns:
-            (N, Lq, C).
-        """
-        n, lq, _ = query.shape
-        s = input_flatten.shape[1]
-        m, num_levels, num_points = self.n_heads, self.n_levels, self.n_points
-        value = self.value_proj(input_flatten)
-        if input_padding_mask is not None:
-            value = value.masked_fill(input_padding_mask[..., None], 0.0)
-        value = value.view(n, s, m, self.d_model // m)
-        offsets = self.sampling_offsets(query).view(n, lq, m, num_levels, num_points, 2)
-        weights = self.attention_weights(query).view(n, lq, m, num_levels * num_points)
-        weights = weights.softmax(-1).view(n, lq, m, num_levels, num_points)
-        if reference_points.shape[-1] == 2:
-            # offsets are in pixels of each level: normalise by (W, H)
-            normalizer = input_spatial_shapes.flip(-1).to(offsets.dtype)
-            locations = (
-                reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-            )
-        elif reference_points.shape[-1] == 4:
-            centers = reference_points[:, :, None, :, None, :2]
-            half_sizes = reference_points[:, :, None, :, None, 2:] * 0.5
-            locations = centers + offsets / num_points * half_sizes
-        else:
-            raise ValueError(
-                "MSDeformAttn: reference_points must end in 2 or 4 coordinates, "
-                f"found {tuple(reference_points.shape)}"
-            )
-        output = ms_deform_attn(
-            value, input_spatial_shapes, input_level_start_index, locations, weights, self.im2col_step
-        )
-        return self.output_proj(output)

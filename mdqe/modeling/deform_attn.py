@@ -1,6 +1,6 @@
 """MDQE's multi-scale deformable attention (a SeqFormer-style variant of Deformable DETR's).
 
-It differs from Deformable DETR's module (`mdqe.layers.MSDeformAttn`):
+It differs from Deformable DETR's module:
 
 - the reference of every query is a box (cx, cy, w, h), shared by all levels (no valid ratios);
 - sampling locations are `(cx, cy) + offset / 8`, offsets NOT normalised by the level size;
