@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pycocotools.mask as mask_util
 import torch
 import torch.nn.functional as F
+
+from mdqe.utils.rle import encode_masks
 
 __all__ = ["aligned_bilinear", "encode_frame_masks", "mask_logits_to_probs"]
 
@@ -70,11 +70,4 @@ def encode_frame_masks(
     probs = mask_logits_to_probs(mask_logits[None], factor, image_size)
     # Nearest resizing selects pixels, so thresholding first gives the same masks at a fraction of the cost.
     foreground = F.interpolate((probs > 0.5).to(torch.uint8), size=tuple(output_size), mode="nearest")[0]
-    nonempty = foreground.flatten(1).any(dim=1).tolist()
-    rles: list[dict | None] = [None] * len(nonempty)
-    if any(nonempty):
-        keep = [i for i, flag in enumerate(nonempty) if flag]
-        array = np.asfortranarray(foreground[keep].permute(1, 2, 0).cpu().numpy())
-        for i, rle in zip(keep, mask_util.encode(array)):
-            rles[i] = rle
-    return rles
+    return encode_masks(foreground.cpu().numpy())
