@@ -14,13 +14,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-from pathlib import Path
 
 import torch
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def ms_deform_attn_flops(inputs, outputs) -> int:

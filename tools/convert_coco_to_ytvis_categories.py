@@ -15,10 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mdqe.data.datasets.categories import COCO_TO_OVIS, COCO_TO_YTVIS_2019, COCO_TO_YTVIS_2021
 from mdqe.data.datasets.convert import restrict_coco_to_categories, split_train_sub

@@ -19,11 +19,7 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mdqe.data.synthetic import DEFAULT_NUM_COCO_IMAGES, DEFAULT_SEED, DEFAULT_SPLITS, ensure_synthetic_vis
 

@@ -13,14 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mdqe.utils.visualization import draw_frame, write_video
 

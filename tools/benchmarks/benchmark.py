@@ -9,8 +9,8 @@ Builds the model of a config (random weights unless --weights), then
   INPUT.SAMPLING_FRAME_NUM frames at --train-height x --train-width and reports seconds per iteration;
 - with --profile, prints the operators that take the most time during inference.
 
-    python tools/benchmark.py --config configs/R50_ovis_360.yaml --frames 12 --height 360 --width 640
-    python tools/benchmark.py --config configs/R50_ovis_360.yaml --device cuda --amp
+    python tools/benchmarks/benchmark.py --config configs/R50_ovis_360.yaml --frames 12 --height 360 --width 640
+    python tools/benchmarks/benchmark.py --config configs/R50_ovis_360.yaml --device cuda --amp
 """
 
 from __future__ import annotations
@@ -19,30 +19,18 @@ import argparse
 import contextlib
 import logging
 import os
-import re
-import sys
 import time
-from pathlib import Path
 
 import torch
 from detectron2.config import get_cfg
 from detectron2.structures import BitMasks, Instances
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import mdqe  # noqa: F401  (registers MDQE)
 from mdqe.config import add_mdqe_config
 from mdqe.modeling import MDQE
+from mdqe.utils.memory import PeakRSS
 
 logger = logging.getLogger("mdqe.benchmark")
-
-
-def _rss_kib(field: str) -> int | None:
-    status = Path("/proc/self/status")
-    if not status.exists():
-        return None
-    match = re.search(rf"^{field}:\s+(\d+) kB", status.read_text(), re.MULTILINE)
-    return int(match.group(1)) if match else None
 
 
 class PeakMemory:
@@ -58,17 +46,16 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
         else:
-            with contextlib.suppress(OSError):
-                Path("/proc/self/clear_refs").write_text("5")  # resets the peak-RSS counter (VmHWM)
-            self.base = _rss_kib("VmRSS")
+            self.rss = PeakRSS().__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.extra_bytes = torch.cuda.max_memory_allocated(self.device) - self.base
-        elif self.base is not None:
-            self.extra_bytes = (_rss_kib("VmHWM") - self.base) * 1024
+        else:
+            self.rss.__exit__(*exc)
+            self.extra_bytes = self.rss.extra_bytes
 
 
 def synthetic_frames(num: int, height: int, width: int, seed: int = 0) -> list[torch.Tensor]:

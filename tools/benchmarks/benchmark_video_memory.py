@@ -13,46 +13,27 @@ Two sources of decoder outputs:
 - `model`: the real MDQE meta-architecture built from --config-file (random weights; frames of random
   pixels), through `model(batched_inputs)` on one video.
 
-    python tools/benchmark_video_memory.py --frames 30 300
-    python tools/benchmark_video_memory.py --source model --config-file configs/synthetic/tiny.yaml \\
+    python tools/benchmarks/benchmark_video_memory.py --frames 30 300
+    python tools/benchmarks/benchmark_video_memory.py --source model --config-file configs/synthetic/tiny.yaml \\
         --frames 30 300 --height 64 --width 64
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import logging
 import math
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from mdqe.inference import ClipHeads, VideoInferenceParams, infer_video
+from mdqe.utils.memory import PeakRSS
 
 logger = logging.getLogger("benchmark_video_memory")
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def _reset_peak_rss() -> None:
-    """Return freed heap to the OS, then make VmHWM restart from the current RSS (Linux >= 4.0).
-
-    Without the trim, memory that the warm-up freed but malloc kept would hide the run's own peak.
-    """
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    Path("/proc/self/clear_refs").write_text("5")
 
 
 class SyntheticVideo:
@@ -174,12 +155,13 @@ def run_model(args: argparse.Namespace, num_frames: int) -> dict:
 
 
 def _measure(fn, num_frames: int) -> dict:
-    _reset_peak_rss()
-    baseline = _status_kib("VmRSS")
-    start = time.perf_counter()
-    out = fn()
-    seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM")
+    with PeakRSS() as rss:
+        start = time.perf_counter()
+        out = fn()
+        seconds = time.perf_counter() - start
+    if rss.baseline_kib is None or rss.peak_kib is None:
+        raise RuntimeError("benchmark_video_memory measures memory through /proc/self/status (Linux only)")
+    baseline, peak = rss.baseline_kib, rss.peak_kib
     return {
         "frames": num_frames,
         "seconds": seconds,

@@ -11,7 +11,7 @@ reset after a warm-up run) minus its resident size before them, i.e. what the op
 inputs (on CUDA: the peak of torch's allocator over the allocated memory before the runs). Prints a table,
 then one JSON line with every figure.
 
-    python tools/benchmark_ms_deform_attn.py [--device cpu|cuda] [--dtype float32|float64] [--threads T]
+    python tools/benchmarks/benchmark_ms_deform_attn.py [--device cpu|cuda] [--dtype float32|float64] [--threads T]
 """
 
 from __future__ import annotations
@@ -23,13 +23,11 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from mdqe.layers.ms_deform_attn import _C, ms_deform_attn, ms_deform_attn_pytorch
+from mdqe.utils.memory import PeakRSS
 
 LEVELS = ((48, 80), (24, 40), (12, 20), (6, 10))
 IMPLS = {"cpp": "C++/CUDA kernel (mdqe._C)", "pytorch": "grid_sample reference"}
@@ -71,13 +69,6 @@ def run_op(impl: str, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return ms_deform_attn_pytorch(value, shapes, locations, weights)
 
 
-def _rss_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not found in /proc/self/status")
-
-
 def worker(args: argparse.Namespace) -> dict:
     """Time one variant in this process and measure its extra peak memory."""
     inputs = make_inputs(args)
@@ -100,16 +91,14 @@ def worker(args: argparse.Namespace) -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    else:
-        base = _rss_bytes("VmRSS")
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
     times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() if cuda else _rss_bytes("VmHWM")
-    return {"time_s": statistics.median(times), "min_time_s": min(times), "peak_extra_bytes": peak - base}
+    with PeakRSS() as rss:
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+    extra = torch.cuda.max_memory_allocated() - base if cuda else rss.extra_bytes
+    return {"time_s": statistics.median(times), "min_time_s": min(times), "peak_extra_bytes": extra}
 
 
 def max_difference(args: argparse.Namespace) -> float:

@@ -7,7 +7,7 @@ most OVIS/YouTube-VIS frames; --source-size 360 640 for 360p sources), then maps
 320-512 by clip, max 800, 50% relative_range 0.8 crop, flip by clip), in this process, as one
 DataLoader worker does. Prints clips/s, the per-stage share of the time (cProfile), then a JSON line.
 
-    python tools/benchmark_mapper.py [--source-size 720 1280] [--clips 60] [--frames 4]
+    python tools/benchmarks/benchmark_mapper.py [--source-size 720 1280] [--clips 60] [--frames 4]
 """
 
 from __future__ import annotations
@@ -16,12 +16,8 @@ import argparse
 import cProfile
 import json
 import pstats
-import sys
 import tempfile
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 from detectron2.config import get_cfg
