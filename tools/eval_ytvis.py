@@ -1,58 +1,119 @@
 #!/usr/bin/env python
-"""Evaluate a YouTube-VIS / OVIS results file against a ground-truth file.
+"""Evaluate a YouTube-VIS / OVIS results file against a ground-truth file, and explain the result.
 
     python tools/eval_ytvis.py --gt datasets/ovis/valid_sub.json --results OUT/inference/DATASET/results.json
     python tools/eval_ytvis.py --gt GT.json --results results.zip --json
+    python tools/eval_ytvis.py --gt GT.json --results results.json --breakdown
+    python tools/eval_ytvis.py --gt GT.json --results results.json --report report.html --image-root DIR
+    python tools/eval_ytvis.py --gt ytvis_2022/gt_short.json --gt-long ytvis_2022/gt_long.json --results R
 
 Prints the official summary and the eight metrics, or with --json one JSON object line with AP, AP50,
 AP75, APs, APm, APl, AR1, AR10 in percent (null where undefined, e.g. APl without large objects). The
-numbers are the official YouTube-VIS API's. Only numpy and pycocotools are imported (no torch, no
-detectron2), so the tool starts fast.
+numbers are the official YouTube-VIS API's. --breakdown adds AP per category and per occlusion level
+(APso / APmo / APho) and the error breakdown (AP gained by fixing each error type), in the table or,
+with --json, in the same JSON object. --report writes a self-contained HTML report (with frame strips of
+the worst videos when --image-root holds the frames). --gt-long: the YouTube-VIS 2022 protocol, --gt
+being the short-video and --gt-long the long-video ground truth; AP is the mean of AP_S and AP_L.
+
+Only numpy, pycocotools (and matplotlib for --report) are imported, not torch or detectron2, so the
+tool starts fast. A bad input file ends the tool with one line naming the file and the problem.
 """
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("MDQE_LIGHT_IMPORT", "1")  # `import mdqe` then registers nothing (no torch)
+
 import argparse
-import importlib.util
 import json
+import math
 import sys
 import zipfile
-from pathlib import Path
-from types import ModuleType
+from typing import Any
 
-_METRICS_FILE = Path(__file__).resolve().parents[1] / "mdqe" / "evaluation" / "ytvis_metrics.py"
-
-
-def load_metrics_module() -> ModuleType:
-    """`mdqe.evaluation.ytvis_metrics` loaded from its file, so that `mdqe/__init__` (torch,
-    detectron2, registries) is not imported."""
-    name = "mdqe_ytvis_metrics"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, _METRICS_FILE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
+from mdqe.evaluation import analysis, ytvis_metrics
 
 
-def load_results(path: str) -> list:
-    """A results list from results.json, or from the results.json inside a CodaLab results.zip."""
-    if path.endswith(".zip"):
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith("results.json")]
-            if len(names) != 1:
-                raise SystemExit(f"{path}: expected one results.json in the zip, found {archive.namelist()}")
-            results = json.loads(archive.read(names[0]))
-    else:
-        with open(path) as f:
-            results = json.load(f)
+class InputError(Exception):
+    """A bad input file: the message names the file and the problem."""
+
+
+def read_json(path: str, what: str) -> Any:
+    """The JSON content of `path` (the results.json inside a .zip), or InputError."""
+    try:
+        if path.endswith(".zip"):
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith("results.json")]
+                if len(names) != 1:
+                    raise InputError(
+                        f"{path}: expected one results.json in the zip, found {archive.namelist()}"
+                    )
+                return json.loads(archive.read(names[0]))
+        with open(path, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError as e:
+        raise InputError(f"{path}: {what} file not found") from e
+    except (OSError, zipfile.BadZipFile) as e:
+        raise InputError(f"{path}: cannot read the {what} file ({e})") from e
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise InputError(f"{path}: the {what} file is not valid JSON ({e})") from e
+
+
+def load_gt(path: str) -> dict:
+    """A ground-truth dict with videos, categories and annotations, or InputError."""
+    gt = read_json(path, "ground-truth")
+    if not isinstance(gt, dict):
+        raise InputError(
+            f"{path}: expected a YouTube-VIS ground-truth object, got a JSON {type(gt).__name__}"
+        )
+    missing = [key for key in ("videos", "categories") if not isinstance(gt.get(key), list)]
+    if missing:
+        raise InputError(f"{path}: not a YouTube-VIS ground truth (no {' / '.join(missing)} list)")
+    if not gt.get("annotations"):
+        raise InputError(f"{path} has no annotations: nothing to evaluate against")
+    return gt
+
+
+_RESULT_KEYS = ("video_id", "category_id", "score", "segmentations")
+
+
+def load_results(path: str, video_ids: set) -> list:
+    """A results list of prediction objects for known videos, or InputError."""
+    results = read_json(path, "results")
     if not isinstance(results, list):
-        raise SystemExit(f"{path}: expected a JSON list of results, got {type(results).__name__}")
+        raise InputError(
+            f"{path}: expected a JSON list of prediction objects, got a JSON {type(results).__name__}"
+        )
+    for i, res in enumerate(results):
+        if not isinstance(res, dict) or not all(key in res for key in _RESULT_KEYS):
+            raise InputError(
+                f"{path}: results[{i}] is not a prediction object with {', '.join(_RESULT_KEYS)} "
+                f"(got {json.dumps(res)[:80]})"
+            )
+    unknown = sorted({res["video_id"] for res in results} - video_ids, key=str)
+    if unknown:
+        raise InputError(f"{path}: {len(unknown)} video id(s) not in the ground truth, e.g. {unknown[:5]}")
     return results
 
 
-def main(argv: list[str] | None = None) -> None:
+def _text_breakdown(result: analysis.YTVISAnalysis) -> str:
+    lines = ["", "AP per category:"]
+    lines += [f"  {result.category_names[c]:<24} {_fmt(ap)}" for c, ap in result.per_category.items()]
+    lines.append("AP per occlusion level (OVIS APso / APmo / APho):")
+    lines += [f"  {level:<24} {_fmt(ap)}" for level, ap in result.occlusion.items()]
+    if result.breakdown is not None:
+        b = result.breakdown
+        lines.append(f"Errors at IoU {b.iou_threshold:.2f} (AP {_fmt(b.ap)}): count, AP gained by fixing")
+        lines += [f"  {kind:<24} {b.counts[kind]:>6} {b.delta_ap[kind]:+7.2f}" for kind in b.counts]
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return "   n/a" if math.isnan(value) else f"{value:6.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -60,20 +121,64 @@ def main(argv: list[str] | None = None) -> None:
         "--gt", required=True, help="ground-truth json (YouTube-VIS format, with annotations)"
     )
     parser.add_argument("--results", required=True, help="results.json or results.zip (CodaLab format)")
-    parser.add_argument("--json", action="store_true", help="print one JSON line with the eight metrics")
+    parser.add_argument("--json", action="store_true", help="print one JSON line with the metrics")
+    parser.add_argument("--breakdown", action="store_true", help="per-category, occlusion and error analysis")
+    parser.add_argument("--report", metavar="HTML", help="write a self-contained HTML report here")
+    parser.add_argument("--image-root", help="folder of the videos' frames, for the report's frame strips")
+    parser.add_argument("--gt-long", help="YouTube-VIS 2022: the long-video ground truth (--gt: short)")
     args = parser.parse_args(argv)
-
-    metrics = load_metrics_module()
-    with open(args.gt) as f:
-        gt = json.load(f)
-    if not gt.get("annotations"):
-        raise SystemExit(f"{args.gt} has no annotations: nothing to evaluate against")
     try:
-        result = metrics.evaluate_ytvis(gt, load_results(args.results))
-    except ValueError as e:
-        raise SystemExit(f"{args.results}: {e}") from e
-    print(metrics.metrics_to_json(result.metrics) if args.json else metrics.format_summary(result))
+        return _run(args)
+    except InputError as e:
+        print(f"eval_ytvis: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    gt = load_gt(args.gt)
+    video_ids = {v["id"] for v in gt["videos"]}
+    if args.gt_long:
+        gt_long = load_gt(args.gt_long)
+        results = load_results(args.results, video_ids | {v["id"] for v in gt_long["videos"]})
+        scores = _checked(args.results, lambda: analysis.evaluate_ytvis_2022(gt, gt_long, results))
+        print(json.dumps({k: None if math.isnan(v) else v for k, v in scores.items()}))
+        return 0
+    results = load_results(args.results, video_ids)
+    if not (args.breakdown or args.report):
+        result = _checked(args.results, lambda: ytvis_metrics.evaluate_ytvis(gt, results))
+        print(
+            ytvis_metrics.metrics_to_json(result.metrics)
+            if args.json
+            else ytvis_metrics.format_summary(result)
+        )
+        return 0
+    detailed = _checked(args.results, lambda: analysis.analyze_ytvis(gt, results))
+    if args.json:
+        print(json.dumps({k: v for k, v in detailed.to_json().items() if k != "per_video"}))
+    else:
+        print(ytvis_metrics.format_summary(detailed.evaluation) + _text_breakdown(detailed))
+    if args.report:
+        from mdqe.evaluation.report import write_report
+
+        write_report(
+            args.report,
+            detailed,
+            gt,
+            results,
+            image_root=args.image_root,
+            title=os.path.basename(args.results),
+        )
+        print(f"wrote {args.report}", file=sys.stderr)
+    return 0
+
+
+def _checked(path: str, evaluate: Any) -> Any:
+    """Run an evaluation, turning the metric code's input errors into InputError on `path`."""
+    try:
+        return evaluate()
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{path}: {e}") from e
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

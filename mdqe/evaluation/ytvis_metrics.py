@@ -32,7 +32,7 @@ import functools
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,10 +45,14 @@ __all__ = [
     "MAX_DETS",
     "METRIC_NAMES",
     "RECALL_THRESHOLDS",
+    "GroupMatch",
     "YTVISEvalResult",
+    "YTVISMatching",
     "evaluate_ytvis",
     "format_summary",
+    "match_ytvis",
     "metrics_to_json",
+    "summarize_matching",
     "video_iou",
 ]
 
@@ -130,9 +134,11 @@ class _Instance:
     category_id: int
     track: _Track
     score: float = 0.0  # predictions
+    index: int = -1  # predictions: position in the results list
     ann_id: Any = None  # ground truth
     iscrowd: bool = False  # ground truth
     stored_mean_area: float = math.nan  # ground truth: mean of its "areas"; NaN: none stored
+    occlusion: Sequence[Any] | None = None  # ground truth: OVIS per-frame occlusion labels, if any
 
 
 _COMPRESSED = {str, bytes}
@@ -306,27 +312,27 @@ def _mean_mask_area(track: _Track) -> float:
 def _match(
     ious: np.ndarray, gt_ignore: np.ndarray, gt_crowd: np.ndarray, gt_zero_id: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """COCO greedy matching for all area ranges and IoU thresholds at once.
+    """COCO greedy matching for all settings (area ranges, occlusion levels) and IoU thresholds at once.
 
     Args:
         ious: (D, G) with predictions in descending score order (stable).
-        gt_ignore: (A, G) bool, ignored ground truth per area range (crowd or area out of range).
+        gt_ignore: (A, G) bool, ignored ground truth per setting (crowd, area or occlusion out of range).
         gt_crowd: (G,) bool; crowd ground truth can be matched any number of times.
         gt_zero_id: (G,) bool, ground truth whose annotation id is 0 (the official code then records
             the match as no match).
 
     Returns:
-        matched (A, T, D) bool: matched to some ground truth;
+        match (A, T, D) int64: index of the matched ground truth, -1 when unmatched;
         credited (A, T, D) bool: matched and recorded as a match (id != 0);
         on_ignored (A, T, D) bool: matched to an ignored ground truth.
     """
     num_dt, num_gt = ious.shape
     shape = (gt_ignore.shape[0], len(_MATCH_THRESHOLDS))
-    matched = np.zeros((*shape, num_dt), bool)
-    credited = np.zeros_like(matched)
-    on_ignored = np.zeros_like(matched)
+    match = np.full((*shape, num_dt), -1, np.int64)
+    credited = np.zeros(match.shape, bool)
+    on_ignored = np.zeros_like(credited)
     if num_gt == 0:
-        return matched, credited, on_ignored
+        return match, credited, on_ignored
     taken = np.zeros((*shape, num_gt), bool)
     ignore = gt_ignore[:, None, :]
     for d in np.flatnonzero(ious.max(1, initial=0) >= _MATCH_THRESHOLDS[0]):
@@ -340,10 +346,10 @@ def _match(
         a_idx, t_idx = np.nonzero(found)
         g_idx = best[a_idx, t_idx]
         taken[a_idx, t_idx, g_idx] = True
-        matched[a_idx, t_idx, d] = True
+        match[a_idx, t_idx, d] = g_idx
         credited[a_idx, t_idx, d] = ~gt_zero_id[g_idx]
         on_ignored[a_idx, t_idx, d] = gt_ignore[a_idx, g_idx]
-    return matched, credited, on_ignored
+    return match, credited, on_ignored
 
 
 def _out_of_range(mean_areas: np.ndarray) -> np.ndarray:
@@ -354,10 +360,36 @@ def _out_of_range(mean_areas: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Video:
-    """One video: pixels per frame, and its instances by category (file order)."""
+    """One video: its frame size, and its instances by category (file order)."""
 
-    num_pixels: int
+    size: tuple[int, int]  # (height, width)
     groups: dict[int, tuple[list[_Instance], list[_Instance]]] = field(default_factory=dict)  # gt, dt
+
+
+@dataclass
+class GroupMatch:
+    """The matching of one video's predictions of one category: what accumulation and the error
+    analysis need. S settings: the four area ranges, then any extra ones (occlusion levels)."""
+
+    scores: np.ndarray  # (D,) descending (stable), at most 100
+    credited: np.ndarray  # (S, T, D) bool: matched and counted as a match
+    ignored: np.ndarray  # (S, T, D) bool
+    gt_ignore: np.ndarray  # (S, G) bool
+    match: np.ndarray  # (S, T, D) int64: index into `gts` of the matched ground truth, -1 if none
+    ious: np.ndarray  # (D, G) video IoU
+    gts: list[_Instance]
+    dts: list[_Instance]  # in `scores` order
+    video_id: Any = None
+    category_id: int = -1
+
+
+@dataclass
+class YTVISMatching:
+    """Every (video, category) group matched; `per_category[k]` holds category_ids[k]'s groups."""
+
+    videos: dict[Any, _Video]
+    category_ids: tuple[int, ...]
+    per_category: list[list[GroupMatch]]
 
 
 def _index(gt: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> tuple[dict[Any, _Video], list]:
@@ -366,7 +398,7 @@ def _index(gt: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> tuple
     sizes: dict[Any, tuple[int, int]] = {}
     for video in gt["videos"]:
         sizes[video["id"]] = (int(video["height"]), int(video["width"]))
-        videos[video["id"]] = _Video(num_pixels=sizes[video["id"]][0] * sizes[video["id"]][1])
+        videos[video["id"]] = _Video(size=sizes[video["id"]])
     category_ids = sorted({c["id"] for c in gt["categories"]})
     known_categories = set(category_ids)
     tracks = []
@@ -387,6 +419,7 @@ def _index(gt: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> tuple
             ann_id=ann["id"],
             iscrowd=bool(ann.get("iscrowd", 0)),
             stored_mean_area=_mean_area(ann["areas"]) if "areas" in ann else math.nan,
+            occlusion=ann.get("occlusion"),
         )
         videos[video_id].groups.setdefault(category_id, ([], []))[0].append(instance)
     dropped = 0
@@ -400,7 +433,7 @@ def _index(gt: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> tuple
         track = _track(res["segmentations"], sizes[video_id], f"results[{i}] (video {video_id})")
         tracks.append(track)
         videos[video_id].groups.setdefault(category_id, ([], []))[1].append(
-            _Instance(category_id, track, score=res["score"])
+            _Instance(category_id, track, score=res["score"], index=i)
         )
     if dropped:
         logger.warning("%d results have a category_id that is not in the ground truth; ignored", dropped)
@@ -409,13 +442,14 @@ def _index(gt: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> tuple
 
 
 def _evaluate_group(
-    gts: Sequence[_Instance], dts: Sequence[_Instance], num_pixels: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    gts: Sequence[_Instance], dts: Sequence[_Instance], video: _Video, extra_ignore: np.ndarray | None
+) -> GroupMatch:
     """Match one video's predictions of one category.
 
-    Returns:
-        scores (D,) in descending order (stable, at most 100), credited (A, T, D), ignored (A, T, D),
-        and gt_ignore (A, G): the per-(video, category) record that accumulation needs.
+    Args:
+        extra_ignore: (E, G) bool or None: E more settings in the "all" area range, each ignoring these
+            ground truths besides the crowd (the occlusion levels); predictions are ignored in them only
+            when matched to an ignored ground truth, as the official OVIS code does.
     """
     order = np.argsort([-d.score for d in dts], kind="mergesort")[: MAX_DETS[-1]]
     dts = [dts[i] for i in order]
@@ -426,51 +460,66 @@ def _evaluate_group(
     )
     gt_crowd = np.array([g.iscrowd for g in gts], bool)
     gt_ignore = gt_crowd[None, :] | _out_of_range(gt_mean)
+    dt_out = _out_of_range(np.array([_mean_mask_area(d.track) for d in dts], np.float64))
+    if extra_ignore is not None:
+        gt_ignore = np.concatenate([gt_ignore, gt_ignore[:1] | extra_ignore])
+        dt_out = np.concatenate([dt_out, np.zeros((len(extra_ignore), len(dts)), bool)])
     if gts and dts:
-        ious = _track_ious([d.track for d in dts], [g.track for g in gts], num_pixels)
+        ious = _track_ious([d.track for d in dts], [g.track for g in gts], video.size[0] * video.size[1])
     else:
         ious = np.zeros((len(dts), len(gts)))
-    matched, credited, on_ignored = _match(
+    match, credited, on_ignored = _match(
         ious, gt_ignore, gt_crowd, np.array([g.ann_id == 0 for g in gts], bool)
     )
-    dt_mean = np.array([_mean_mask_area(d.track) for d in dts], np.float64)
     # Unmatched predictions outside the area range are ignored too (unmatched includes id-0 matches).
-    ignored = (matched & on_ignored) | (~credited & _out_of_range(dt_mean)[:, None, :])
-    return np.array([d.score for d in dts], np.float64).reshape(-1), credited, ignored, gt_ignore
+    ignored = ((match >= 0) & on_ignored) | (~credited & dt_out[:, None, :])
+    scores = np.array([d.score for d in dts], np.float64).reshape(-1)
+    return GroupMatch(scores, credited, ignored, gt_ignore, match, ious, list(gts), dts)
 
 
-def _accumulate(per_category: Sequence[Sequence[tuple]]) -> tuple[np.ndarray, np.ndarray]:
-    """Precision (T, R, K, A, M) and recall (T, K, A, M) from per-(video, category) match records."""
+def _accumulate(
+    per_category: Sequence[Sequence[GroupMatch]],
+    settings: Sequence[int] = tuple(range(len(AREA_RANGES))),
+    max_dets: Sequence[int] = MAX_DETS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Precision (T, R, K, S, M) and recall (T, K, S, M) from per-(video, category) match records, for
+    the given setting rows of the records (default: the four area ranges) and maxDets."""
     num_t, num_r, num_k = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(per_category)
-    num_a, num_m = len(AREA_RANGES), len(MAX_DETS)
-    precision = -np.ones((num_t, num_r, num_k, num_a, num_m))
-    recall = -np.ones((num_t, num_k, num_a, num_m))
+    precision = -np.ones((num_t, num_r, num_k, len(settings), len(max_dets)))
+    recall = -np.ones((num_t, num_k, len(settings), len(max_dets)))
+    rows = list(settings)
     for k, records in enumerate(per_category):
         if not records:
             continue
-        num_positive = sum(np.count_nonzero(~rec[3], axis=1) for rec in records)  # (A,)
-        for m, max_det in enumerate(MAX_DETS):
-            scores = np.concatenate([rec[0][:max_det] for rec in records])
+        num_positive = sum(np.count_nonzero(~rec.gt_ignore[rows], axis=1) for rec in records)  # (S,)
+        for m, max_det in enumerate(max_dets):
+            scores = np.concatenate([rec.scores[:max_det] for rec in records])
             order = np.argsort(-scores, kind="mergesort")
-            credited = np.concatenate([rec[1][..., :max_det] for rec in records], axis=-1)[..., order]
-            ignored = np.concatenate([rec[2][..., :max_det] for rec in records], axis=-1)[..., order]
-            for a in range(num_a):
+            credited = np.concatenate([rec.credited[rows, :, :max_det] for rec in records], -1)[..., order]
+            ignored = np.concatenate([rec.ignored[rows, :, :max_det] for rec in records], -1)[..., order]
+            for a in range(len(rows)):
                 if num_positive[a] == 0:
                     continue
                 tp = np.cumsum(credited[a] & ~ignored[a], axis=1).astype(np.float64)
                 fp = np.cumsum(~credited[a] & ~ignored[a], axis=1).astype(np.float64)
-                num_det = tp.shape[1]
-                recall[:, k, a, m] = tp[:, -1] / num_positive[a] if num_det else 0
-                if not num_det:
-                    precision[:, :, k, a, m] = 0
-                    continue
-                rc = tp / num_positive[a]
-                # Precision envelope: the best precision at this recall or any higher one.
-                pr = np.maximum.accumulate((tp / (fp + tp + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
-                for t in range(num_t):
-                    idx = np.searchsorted(rc[t], RECALL_THRESHOLDS, side="left")
-                    precision[t, :, k, a, m] = np.where(idx < num_det, pr[t, np.minimum(idx, num_det - 1)], 0)
+                recall[:, k, a, m] = tp[:, -1] / num_positive[a] if tp.shape[1] else 0
+                precision[:, :, k, a, m] = _interpolated_precision(tp, fp, num_positive[a])
     return precision, recall
+
+
+def _interpolated_precision(tp: np.ndarray, fp: np.ndarray, num_positive: int) -> np.ndarray:
+    """(T, R) COCO precision at the recall thresholds from cumulative (T, D) true / false positives."""
+    num_det = tp.shape[1]
+    if not num_det:
+        return np.zeros((tp.shape[0], len(RECALL_THRESHOLDS)))
+    rc = tp / num_positive
+    # Precision envelope: the best precision at this recall or any higher one.
+    pr = np.maximum.accumulate((tp / (fp + tp + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
+    out = np.zeros((tp.shape[0], len(RECALL_THRESHOLDS)))
+    for t in range(tp.shape[0]):
+        idx = np.searchsorted(rc[t], RECALL_THRESHOLDS, side="left")
+        out[t] = np.where(idx < num_det, pr[t, np.minimum(idx, num_det - 1)], 0)
+    return out
 
 
 def _summarize(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
@@ -503,15 +552,42 @@ def evaluate_ytvis(gt: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) 
     Returns:
         The accumulated evaluation.
     """
+    return summarize_matching(match_ytvis(gt, results))
+
+
+def match_ytvis(
+    gt: Mapping[str, Any],
+    results: Sequence[Mapping[str, Any]],
+    extra_gt_ignore: Callable[[Mapping[Any, _Video]], Mapping[Any, np.ndarray]] | None = None,
+    num_extra: int = 0,
+) -> YTVISMatching:
+    """Index and match every (video, category) group as the official API does (see `evaluate_ytvis`).
+
+    Args:
+        extra_gt_ignore: optional; given the indexed videos, returns {annotation id: (num_extra,) bool}
+            for every ground truth: extra settings (rows 4.. of each record, in the "all" area range)
+            that ignore those ground truths (the occlusion levels).
+    """
     videos, category_ids = _index(gt, results)
+    extra = extra_gt_ignore(videos) if extra_gt_ignore is not None else None
     slots = {c: k for k, c in enumerate(category_ids)}
-    per_category: list[list] = [[] for _ in category_ids]
+    per_category: list[list[GroupMatch]] = [[] for _ in category_ids]
     for video_id in sorted(videos):
         video = videos[video_id]
         for category_id, (gts, dts) in video.groups.items():
-            per_category[slots[category_id]].append(_evaluate_group(gts, dts, video.num_pixels))
-    precision, recall = _accumulate(per_category)
-    return YTVISEvalResult(_summarize(precision, recall), precision, recall, tuple(category_ids))
+            rows = None
+            if extra is not None:
+                rows = np.array([extra[g.ann_id] for g in gts], bool).reshape(len(gts), num_extra).T
+            record = _evaluate_group(gts, dts, video, rows)
+            record.video_id, record.category_id = video_id, category_id
+            per_category[slots[category_id]].append(record)
+    return YTVISMatching(videos, tuple(category_ids), per_category)
+
+
+def summarize_matching(matching: YTVISMatching) -> YTVISEvalResult:
+    """The official accumulation and summary of a `match_ytvis` matching."""
+    precision, recall = _accumulate(matching.per_category)
+    return YTVISEvalResult(_summarize(precision, recall), precision, recall, matching.category_ids)
 
 
 def format_summary(result: YTVISEvalResult) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pycocotools.mask as mask_util
 
-EVAL_TOOL = Path(__file__).resolve().parent / "eval_ytvis.py"
+EVAL_TOOL = Path(__file__).resolve().parents[1] / "eval_ytvis.py"
 
 
 def ellipse_runs(height: int, semi_x: float, semi_y: float) -> tuple[np.ndarray, np.ndarray]:
