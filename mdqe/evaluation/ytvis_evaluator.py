@@ -6,8 +6,15 @@ Files, under `output_dir` (by default `<OUTPUT_DIR>/inference/<dataset>/` when a
   `{"video_id", "category_id" (dataset id), "score", "segmentations": per-frame RLE with str counts,
   null where the mask is empty}`, videos in the dataset's order;
 - `results.zip`: `results.json` alone in a zip, the form CodaLab takes;
-- `metrics.json`: AP, AP50, AP75, APs, APm, APl, AR1, AR10 in percent (null where undefined), only when
-  the dataset json has annotations.
+- `metrics.json`: AP, AP50, AP75, APs, APm, APl, AR1, AR10 in percent (null where undefined), then the
+  analysis of `mdqe.evaluation.analysis` ("per_category", "occlusion", "errors", "per_video"), only when
+  the dataset json has annotations;
+- `report.html`: the self-contained evaluation report (`mdqe.evaluation.report`), likewise.
+
+The returned {"segm": {...}} (which detectron2's EvalHook puts into EventStorage during training) holds
+the eight metrics, "AP-<class>", APso / APmo / APho and "dAP-<error type>". A dataset whose metadata has
+`ytvis_2022_gt` = (gt_short.json, gt_long.json) is also scored as the YouTube-VIS 2022 challenge does
+(AP_S, AP_L, ..., and AP their mean) when both files exist.
 
 All three are written atomically (a temporary file in the same folder, then `os.replace`), so a reader
 never sees a half-written file.
@@ -44,7 +51,8 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 
-from .ytvis_metrics import METRIC_NAMES, evaluate_ytvis, format_summary
+from .analysis import YTVISAnalysis, analyze_ytvis, evaluate_ytvis_2022
+from .ytvis_metrics import METRIC_NAMES, format_summary
 
 __all__ = ["YTVISEvaluator", "atomic_write", "instances_to_results"]
 
@@ -266,6 +274,10 @@ class YTVISEvaluator(DatasetEvaluator):
         metrics = None
         if dataset.get("annotations"):
             metrics = self._compute_metrics(dataset, results)
+        scores_2022 = self._compute_2022(results)
+        if scores_2022:
+            metrics = metrics or OrderedDict(segm=OrderedDict())
+            metrics["segm"].update(scores_2022)
         if self._resume:
             for path in glob.glob(os.path.join(self._output_dir, _PARTIAL_GLOB)):
                 os.remove(path)
@@ -303,16 +315,45 @@ class YTVISEvaluator(DatasetEvaluator):
         logger.info("Wrote %d results to %s (and results.zip)", len(results), json_path)
 
     def _compute_metrics(self, dataset: Mapping[str, Any], results: list[dict]) -> OrderedDict:
-        evaluation = evaluate_ytvis(dataset, results)
-        metrics = evaluation.metrics
-        logger.info("Evaluation of %s:\n%s", self._dataset_name, format_summary(evaluation))
-        logger.info("Metrics (percent):\n%s", create_small_table(metrics))
+        analysis = analyze_ytvis(dataset, results)
+        logger.info("Evaluation of %s:\n%s", self._dataset_name, format_summary(analysis.evaluation))
+        scalars = analysis.scalars()
+        logger.info("Metrics (percent):\n%s", create_small_table({k: scalars[k] for k in METRIC_NAMES}))
         if self._output_dir is not None:
-            text = json.dumps({k: (None if np.isnan(v) else v) for k, v in metrics.items()}, indent=2)
+            text = json.dumps(analysis.to_json(), indent=1)
             atomic_write(os.path.join(self._output_dir, "metrics.json"), lambda f: f.write(text.encode()))
-        segm = OrderedDict((name, metrics[name]) for name in METRIC_NAMES)
-        segm.update(self._per_category_ap(evaluation.precision, evaluation.category_ids))
+            self._write_report(analysis, dataset, results)
+        segm = OrderedDict((name, scalars[name]) for name in METRIC_NAMES)
+        segm.update(self._per_category_ap(analysis.evaluation.precision, analysis.evaluation.category_ids))
+        segm.update((k, v) for k, v in scalars.items() if k.startswith(("APso", "APmo", "APho", "dAP-")))
         return OrderedDict(segm=segm)
+
+    def _write_report(self, analysis: YTVISAnalysis, dataset: Mapping[str, Any], results: list[dict]) -> None:
+        """report.html beside results.json; a failure is logged, the evaluation goes on."""
+        from .report import render_report
+
+        path = os.path.join(self._output_dir, "report.html")
+        try:
+            image_root = MetadataCatalog.get(self._dataset_name).get("image_root")
+            text = render_report(analysis, dataset, results, image_root=image_root, title=self._dataset_name)
+        except (ImportError, OSError, ValueError) as e:
+            logger.warning("Could not write %s: %s", path, e)
+            return
+        atomic_write(path, lambda f: f.write(text.encode()))
+        logger.info("Wrote the evaluation report %s", path)
+
+    def _compute_2022(self, results: list[dict]) -> dict[str, float]:
+        """The YouTube-VIS 2022 scores when the metadata names existing gt_short / gt_long files."""
+        files = MetadataCatalog.get(self._dataset_name).get("ytvis_2022_gt")
+        if not files or not all(os.path.isfile(path) for path in files):
+            return {}
+        parts = []
+        for path in files:
+            with open(path) as f:
+                parts.append(json.load(f))
+        scores = evaluate_ytvis_2022(parts[0], parts[1], results)
+        logger.info("YouTube-VIS 2022 scores of %s:\n%s", self._dataset_name, create_small_table(scores))
+        return scores
 
     def _per_category_ap(self, precision: np.ndarray, category_ids: Iterable[int]) -> dict[str, float]:
         """AP (area all, 100 detections) of every category, keyed "AP-<class name>"."""

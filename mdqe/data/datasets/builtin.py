@@ -21,6 +21,7 @@ from .categories import (
     OVIS_CATEGORIES,
     YTVIS_2019_CATEGORIES,
     YTVIS_2021_CATEGORIES,
+    YTVIS_2022_CATEGORIES,
     instances_meta,
 )
 from .ytvis import check_dataset_paths, load_ytvis_json, register_ytvis_instances
@@ -41,8 +42,11 @@ def _ytvis_splits(prefix: str, folder: str) -> dict[str, tuple[str, str]]:
 _PREDEFINED_VIDEO_SPLITS = {
     **{k: (*v, YTVIS_2019_CATEGORIES) for k, v in _ytvis_splits("ytvis_2019", "ytvis_2019").items()},
     **{k: (*v, YTVIS_2021_CATEGORIES) for k, v in _ytvis_splits("ytvis_2021", "ytvis_2021").items()},
+    **{k: (*v, YTVIS_2022_CATEGORIES) for k, v in _ytvis_splits("ytvis_2022", "ytvis_2022").items()},
     **{k: (*v, OVIS_CATEGORIES) for k, v in _ytvis_splits("ytvis_ovis", "ovis").items()},
 }
+# YouTube-VIS 2022: the challenge scores valid.json's results against its short- and long-video ground truth
+_YTVIS_2022_GT = {"ytvis_2022_val": ("ytvis_2022/gt_short.json", "ytvis_2022/gt_long.json")}
 
 # COCO images whose annotations are restricted to classes with a counterpart in a video dataset
 # (tools/convert_coco_to_ytvis_categories.py writes the json files), with the COCO -> video category map
@@ -119,6 +123,8 @@ def register_all_mdqe_datasets(root: str) -> None:
         register_ytvis_instances(
             name, instances_meta(categories), os.path.join(root, json_file), os.path.join(root, image_root)
         )
+    for name, files in _YTVIS_2022_GT.items():
+        MetadataCatalog.get(name).set(ytvis_2022_gt=tuple(os.path.join(root, f) for f in files))
     coco_meta = _get_builtin_metadata("coco")
     for name, (image_root, json_file, table) in _PREDEFINED_COCO_VIDEO_SPLITS.items():
         register_coco_video_instances(

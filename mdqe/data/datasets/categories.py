@@ -95,6 +95,9 @@ YTVIS_2021_CATEGORIES: tuple[tuple[int, str, tuple[int, int, int]], ...] = (
     (40, "zebra", (199, 100, 0)),
 )
 
+# The 2022 release keeps the 2021 classes (and training set); its validation set adds long videos.
+YTVIS_2022_CATEGORIES = YTVIS_2021_CATEGORIES
+
 OVIS_CATEGORIES: tuple[tuple[int, str, tuple[int, int, int]], ...] = (
     (1, "Person", (220, 20, 60)),
     (2, "Bird", (0, 82, 0)),
