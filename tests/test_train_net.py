@@ -100,11 +100,8 @@ def _tiny_state_dict(*opts) -> dict:
 
 
 def _import_train_net():
-    sys.path.insert(0, str(REPO_ROOT))
-    try:
-        import train_net
-    finally:
-        sys.path.remove(str(REPO_ROOT))
+    import train_net  # the repository root is on pytest's pythonpath
+
     return train_net
 
 

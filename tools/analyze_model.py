@@ -44,9 +44,9 @@ class ClipNetwork(nn.Module):
         self.model = model
 
     def forward(self, frames: torch.Tensor):
-        decode_clip, mask_features = self.model.clip_decoders(list(frames))
-        heads = decode_clip(0, frames.shape[0])
-        return heads.cls_probs, heads.mask_coeff, mask_features(0, frames.shape[0])
+        features = self.model.frame_features(list(frames))
+        heads = self.model.decode_clip(features)
+        return heads.cls_probs, heads.mask_coeff, features.tensors["mask_feats"]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,20 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
 from mdqe.data.datasets.convert import restrict_coco_to_categories, split_train_sub
 from mdqe.data.validation import validate_ytvis_dataset
-
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
-sys.path.insert(0, str(TOOLS))
-
-import convert_coco_to_ytvis_categories  # noqa: E402
-import make_synthetic_vis  # noqa: E402
-import validate_dataset  # noqa: E402
+from tools import convert_coco_to_ytvis_categories, make_synthetic_vis, validate_dataset
 
 
 def test_validator_passes_the_synthetic_dataset(synthetic_root, capsys):
