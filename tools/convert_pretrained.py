@@ -8,6 +8,9 @@
         --dst pretrained/imagenet/swinv2_large_patch4_window12_192_22k_d2.pth
     # COCO-pretrained MDQE (clip length F) -> inflated to the video clip length T, as the original
     python tools/convert_pretrained.py inflate --src coco_f1.pth --num-frames 4 --num-pretrain-frames 1
+    # a trained MDQE -> a release file: weights only (no optimizer/scheduler state), floating-point
+    # entries in float16, and a `<dst>.sha256` beside it that loading verifies
+    python tools/convert_pretrained.py release --src output/.../model_final.pth --dst pretrained/x.pth --half
 
 `train_net.py` inflates automatically when INPUT.PRETRAIN_FRAME_NUM != INPUT.SAMPLING_FRAME_NUM; the
 `inflate` command is for preparing a checkpoint ahead of time.
@@ -19,12 +22,8 @@ import argparse
 import os
 import pickle
 import re
-import sys
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SWIN_PREFIX = "detr.backbone.0.backbone."
 
@@ -88,6 +87,22 @@ def _save(obj: dict, dst: str) -> None:
     print(f"wrote {dst}")
 
 
+def release_checkpoint(src: str, dst: str, half: bool) -> str:
+    """Write the weights of `src` (floating-point entries in float16 with `half`) to `dst` and the sha256
+    of `dst` to `dst.sha256` (sha256sum format); returns the digest."""
+    from mdqe.checkpoint import sha256_of
+
+    sd = _load_state_dict(src)
+    if half:
+        sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+    _save({"model": {k: v.contiguous().clone() for k, v in sd.items()}}, dst)
+    digest = sha256_of(dst)
+    with open(dst + ".sha256", "w") as f:
+        f.write(f"{digest}  {os.path.basename(dst)}\n")
+    print(f"wrote {dst}.sha256: {digest}")
+    return digest
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--heads", type=int, default=8, help="MODEL.MDQE.NHEADS")
     p.add_argument("--points", type=int, default=4, help="MODEL.MDQE.DEC_NUM_POINTS")
     p.add_argument("--output-dir", default=None, help="default: the source's folder")
+    p = sub.add_parser("release", help="trained MDQE -> weights-only release file with a .sha256 beside it")
+    p.add_argument("--src", required=True)
+    p.add_argument("--dst", required=True)
+    p.add_argument("--half", action="store_true", help="store floating-point weights in float16")
     args = parser.parse_args(argv)
 
     if args.command == "resnet":
@@ -118,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     elif args.command == "swin":
         _save({"model": swin_official_to_mdqe(_load_state_dict(args.src))}, args.dst)
+    elif args.command == "release":
+        release_checkpoint(args.src, args.dst, args.half)
     else:
         from mdqe.checkpoint import inflate_checkpoint_file
 
