@@ -23,6 +23,8 @@ def add_mdqe_config(cfg: CfgNode) -> None:
     """
     _add_data_config(cfg)
     _add_model_config(cfg)
+    _add_transformer_config(cfg)
+    _add_inference_config(cfg)
     _add_solver_config(cfg)
     _add_swin_config(cfg)
 
@@ -128,6 +130,8 @@ def _add_model_config(cfg: CfgNode) -> None:
     # original's (MASK_DIM above is not used by the original, and Swin-L's HIDDEN_DIM 192 gives 24).
     cfg.MODEL.MDQE.MASK_FEAT_DIM = 0
 
+
+def _add_transformer_config(cfg: CfgNode) -> None:
     # Transformer.
     # Heads of every attention layer.
     cfg.MODEL.MDQE.NHEADS = 8
@@ -169,6 +173,8 @@ def _add_model_config(cfg: CfgNode) -> None:
     # Box-IoU above which another instance counts as nearby and repels the mask.
     cfg.MODEL.MDQE.INTERINST_MASK_THRESHOLD = 0.1
 
+
+def _add_inference_config(cfg: CfgNode) -> None:
     # Inference.
     # Frames between the starts of consecutive test clips.
     cfg.MODEL.MDQE.CLIP_STRIDE = 1

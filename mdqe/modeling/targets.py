@@ -25,6 +25,22 @@ def _mask_tensor(instances: Instances) -> torch.Tensor:
     return masks.tensor if isinstance(masks, BitMasks) else masks
 
 
+def _checked_frames(clip: dict[str, Any], clip_idx: int, num_frames: int) -> list[Instances]:
+    """The clip's per-frame instances, after checking there are `num_frames` of the same length."""
+    frames = clip["instances"]
+    if len(frames) != num_frames:
+        raise ValueError(
+            f"{_describe_clip(clip, clip_idx)} has {len(frames)} frames of instances, "
+            f"expected {num_frames} (INPUT.SAMPLING_FRAME_NUM)"
+        )
+    if any(len(f) != len(frames[0]) for f in frames):
+        raise ValueError(
+            f"{_describe_clip(clip, clip_idx)}: frames list different numbers of instances "
+            f"{[len(f) for f in frames]}; every frame must list all instances of the clip"
+        )
+    return frames
+
+
 def prepare_targets(
     batched_inputs: list[dict[str, Any]],
     padded_hw: tuple[int, int],
@@ -62,18 +78,8 @@ def prepare_targets(
     match_hw = (math.ceil(h_pad / match_stride), math.ceil(w_pad / match_stride))
     targets = []
     for clip_idx, clip in enumerate(batched_inputs):
-        frames = clip["instances"]
-        if len(frames) != num_frames:
-            raise ValueError(
-                f"{_describe_clip(clip, clip_idx)} has {len(frames)} frames of instances, "
-                f"expected {num_frames} (INPUT.SAMPLING_FRAME_NUM)"
-            )
+        frames = _checked_frames(clip, clip_idx, num_frames)
         num_inst = len(frames[0])
-        if any(len(f) != num_inst for f in frames):
-            raise ValueError(
-                f"{_describe_clip(clip, clip_idx)}: frames list different numbers of instances "
-                f"{[len(f) for f in frames]}; every frame must list all instances of the clip"
-            )
         dev = torch.device(device) if device is not None else frames[0].gt_classes.device
 
         labels = torch.full((num_inst,), num_classes, dtype=torch.int64, device=dev)

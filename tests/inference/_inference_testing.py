@@ -11,14 +11,9 @@ from mdqe.inference.tracker import FinalFrame
 
 # The post-processing fixture was produced with configs/R50_ovis_360.yaml.
 POSTPROC_PARAMS = dict(
-    clip_len=4,
-    clip_stride=1,
-    max_num_instances=120,
-    apply_cls_thres=0.1,
-    detections_per_image=15,
-    num_classes=25,
-    match_stride=4,
+    clip_len=4, clip_stride=1, max_num_instances=120, apply_cls_thres=0.1, detections_per_image=15
 )
+POSTPROC_PARAMS.update(num_classes=25, match_stride=4)
 
 
 def postproc_params(run: dict) -> VideoInferenceParams:

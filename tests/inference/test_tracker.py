@@ -90,15 +90,8 @@ def test_overlap_mask_iou_is_zero_for_empty_masks():
 
 
 def _tracker(**kwargs) -> OverlapTracker:
-    args = dict(
-        clip_len=4,
-        clip_stride=1,
-        window_frames=30,
-        num_classes=3,
-        embed_dim=8,
-        max_num_instances=10,
-        apply_cls_thres=0.1,
-    )
+    args = dict(clip_len=4, clip_stride=1, window_frames=30, num_classes=3, embed_dim=8)
+    args.update(max_num_instances=10, apply_cls_thres=0.1)
     args.update(kwargs)
     return OverlapTracker(**args)
 

@@ -7,9 +7,10 @@ import uuid
 
 import pytest
 import torch
+from _model_testing import HEIGHT, WIDTH, random_frames, training_clip
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
-from detectron2.structures import BitMasks, ImageList, Instances
+from detectron2.structures import ImageList
 
 from mdqe.config import add_mdqe_config
 from mdqe.inference import ClipHeads
@@ -17,8 +18,6 @@ from mdqe.inference.frame_cache import clip_decoders
 from mdqe.modeling import MDQE
 from mdqe.modeling.decoder import temporal_frame_indices
 from mdqe.modeling.query_init import associate_queries, grid_relative_positions, select_grid_queries
-
-HEIGHT, WIDTH = 64, 96
 
 
 def tiny_cfg():
@@ -58,30 +57,10 @@ def model():
     return MDQE(tiny_cfg()).eval()
 
 
-def _frames(num: int, seed: int = 0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return list(torch.randint(0, 256, (num, 3, HEIGHT, WIDTH), dtype=torch.uint8, generator=g))
-
-
-def _clip(num_frames: int) -> dict:
-    instances = []
-    for t in range(num_frames):
-        masks = torch.zeros(2, HEIGHT, WIDTH, dtype=torch.bool)
-        masks[0, 10 + t : 30 + t, 10:40] = True
-        masks[1, 30:60, 50 + 2 * t : 90] = True
-        inst = Instances((HEIGHT, WIDTH))
-        inst.gt_classes = torch.tensor([0, 2])
-        inst.gt_ids = torch.tensor([0, 1])
-        inst.gt_masks = BitMasks(masks)
-        inst.gt_boxes = inst.gt_masks.get_bounding_boxes()
-        instances.append(inst)
-    return {"image": _frames(num_frames, seed=1), "instances": instances, "height": HEIGHT, "width": WIDTH}
-
-
 def test_training_step_gives_every_loss_and_a_gradient_to_every_parameter(model):
     model.train()
     try:
-        losses = model([_clip(2), _clip(2)])
+        losses = model([training_clip(2), training_clip(2)])
         assert len(losses) == 3 + 5 * (2 + 1)
         assert {
             "loss_sem_cls_query_init",
@@ -104,7 +83,7 @@ def test_training_rejects_clips_of_the_wrong_length(model):
     model.train()
     try:
         with pytest.raises(ValueError, match="SAMPLING_FRAME_NUM"):
-            model([_clip(3)])
+            model([training_clip(3)])
     finally:
         model.eval()
 
@@ -155,7 +134,7 @@ def test_mask_feature_dim_sets_the_prototypes_and_coefficients_and_trains(model)
     memory, shapes = _encoder_memory(1, hidden)
     with torch.no_grad():
         assert decoder.mask_features(memory, shapes).shape == (1, 24, 16, 24)
-    losses = wide([_clip(cfg.INPUT.SAMPLING_FRAME_NUM)])
+    losses = wide([training_clip(cfg.INPUT.SAMPLING_FRAME_NUM)])
     assert all(torch.isfinite(v) for v in losses.values())
     cfg.MODEL.MDQE.MASK_FEAT_DIM = -1
     with pytest.raises(ValueError, match=r"MODEL\.MDQE\.MASK_FEAT_DIM"):
@@ -163,7 +142,7 @@ def test_mask_feature_dim_sets_the_prototypes_and_coefficients_and_trains(model)
 
 
 def test_video_inference_returns_the_per_video_output_dict(model):
-    out = model([{"image": _frames(7), "height": 2 * HEIGHT, "width": 2 * WIDTH}])
+    out = model([{"image": random_frames(7), "height": 2 * HEIGHT, "width": 2 * WIDTH}])
     assert out["image_size"] == (2 * HEIGHT, 2 * WIDTH)
     assert len(out["pred_scores"]) == len(out["pred_labels"]) == len(out["pred_masks"]) > 0
     assert all(0 <= label < 3 for label in out["pred_labels"])
@@ -176,7 +155,7 @@ def test_video_inference_returns_the_per_video_output_dict(model):
 def test_image_inference_returns_instances_for_the_coco_evaluator(model):
     model.is_image = True
     try:
-        frame = _frames(1, seed=4)[0]
+        frame = random_frames(1, seed=4)[0]
         (out,) = model([{"image": [frame, frame], "height": 2 * HEIGHT, "width": 2 * WIDTH}])
     finally:
         model.is_image = False
@@ -199,7 +178,7 @@ def test_a_test_set_registered_as_coco_gets_image_inference_whatever_its_name():
 
 
 def test_cached_per_frame_features_give_the_heads_of_clips_decoded_from_scratch(model):
-    frames = _frames(6, seed=3)
+    frames = random_frames(6, seed=3)
     encoded = []
     hook = model.detr.transformer_enc.register_forward_hook(lambda m, i, o: encoded.append(o[0].shape[0]))
     try:
@@ -219,7 +198,7 @@ def test_cached_per_frame_features_give_the_heads_of_clips_decoded_from_scratch(
             clip = frames[s : min(s + 3, 6)]
             images = ImageList.from_tensors([model.normalize(f) for f in clip], 32)
             memory, padding, shapes = model.detr.encode(images)
-            queries = dec.init_frame_queries(memory, shapes).per_clip(len(clip))
+            queries = dec.init_frame_queries(memory, shapes).pertraining_clip(len(clip))
             out = dec.decode_clips(queries, dec.project_values(memory, padding, shapes), shapes)
             logits, mask_coeff = dec.heads(out.clip_queries[-1, 0])
             fresh = ClipHeads(logits.sigmoid(), mask_coeff, out.clip_queries[-1, 0])

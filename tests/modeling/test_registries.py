@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from _model_testing import training_clip
 from detectron2.config import CfgNode, configurable, get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, build_model
-from detectron2.structures import BitMasks, Instances
 from detectron2.utils.events import EventStorage
 from torch import nn
 
@@ -30,7 +30,6 @@ from mdqe.modeling.encoder import flatten_levels
 from mdqe.modeling.query_init import query_grid_size
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "synthetic" / "tiny.yaml"
-SIZE = 64
 
 
 @PIXEL_ENCODER_REGISTRY.register()
@@ -85,23 +84,6 @@ def tiny_cfg(*opts) -> CfgNode:
     return cfg
 
 
-def _clip(num_frames: int) -> dict:
-    frames, instances = [], []
-    g = torch.Generator().manual_seed(0)
-    for t in range(num_frames):
-        masks = torch.zeros(2, SIZE, SIZE, dtype=torch.bool)
-        masks[0, 8 + t : 30 + t, 6:30] = True
-        masks[1, 34:60, 30 + 2 * t : 58] = True
-        inst = Instances((SIZE, SIZE))
-        inst.gt_classes = torch.tensor([0, 3])
-        inst.gt_ids = torch.tensor([0, 1])
-        inst.gt_masks = BitMasks(masks)
-        inst.gt_boxes = inst.gt_masks.get_bounding_boxes()
-        instances.append(inst)
-        frames.append(torch.randint(0, 256, (3, SIZE, SIZE), dtype=torch.uint8, generator=g))
-    return {"image": frames, "instances": instances, "height": SIZE, "width": SIZE}
-
-
 def test_default_names_build_the_original_parts():
     model = build_model(tiny_cfg())
     assert type(model.detr.transformer_enc) is DeformableEncoder
@@ -124,7 +106,7 @@ def test_a_custom_encoder_and_loss_chosen_by_config_keys_train_one_step():
     before = model.detr.transformer_enc.proj.weight.detach().clone()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with EventStorage():
-        losses = model([_clip(cfg.INPUT.SAMPLING_FRAME_NUM)] * 2)
+        losses = model([training_clip(cfg.INPUT.SAMPLING_FRAME_NUM)] * 2)
     assert "loss_mean_logit" in losses and "loss_mean_logit_0" in losses
     assert len(losses) == 3 + 6 * (cfg.MODEL.MDQE.DEC_LAYERS + 1)
     sum(losses.values()).backward()
@@ -196,7 +178,7 @@ def test_matching_diagnostics_reach_event_storage():
     torch.manual_seed(0)
     model = build_model(tiny_cfg()).train()
     with EventStorage() as storage:
-        model([_clip(2)])
+        model([training_clip(2)])
         latest = storage.latest()
     matched, _ = latest["mdqe/matched_queries_per_target"]
     recall, _ = latest["mdqe/query_init_recall"]

@@ -9,7 +9,8 @@ Builds the model of a config (random weights unless --weights), then
   INPUT.SAMPLING_FRAME_NUM frames at --train-height x --train-width and reports seconds per iteration;
 - with --profile, prints the operators that take the most time during inference.
 
-    python tools/benchmarks/benchmark.py --config configs/R50_ovis_360.yaml --frames 12 --height 360 --width 640
+    python tools/benchmarks/benchmark.py --config configs/R50_ovis_360.yaml --frames 12 \\
+        --height 360 --width 640
     python tools/benchmarks/benchmark.py --config configs/R50_ovis_360.yaml --device cuda --amp
 """
 

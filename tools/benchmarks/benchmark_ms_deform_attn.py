@@ -11,7 +11,8 @@ reset after a warm-up run) minus its resident size before them, i.e. what the op
 inputs (on CUDA: the peak of torch's allocator over the allocated memory before the runs). Prints a table,
 then one JSON line with every figure.
 
-    python tools/benchmarks/benchmark_ms_deform_attn.py [--device cpu|cuda] [--dtype float32|float64] [--threads T]
+    python tools/benchmarks/benchmark_ms_deform_attn.py [--device cpu|cuda] [--dtype float32|float64] \\
+        [--threads T]
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ Two sources of decoder outputs:
   pixels), through `model(batched_inputs)` on one video.
 
     python tools/benchmarks/benchmark_video_memory.py --frames 30 300
-    python tools/benchmarks/benchmark_video_memory.py --source model --config-file configs/synthetic/tiny.yaml \\
-        --frames 30 300 --height 64 --width 64
+    python tools/benchmarks/benchmark_video_memory.py --source model \\
+        --config-file configs/synthetic/tiny.yaml --frames 30 300 --height 64 --width 64
 """
 
 from __future__ import annotations
@@ -103,17 +103,9 @@ def run_synthetic(args: argparse.Namespace, num_frames: int) -> dict:
     height, width = args.height, args.width
     pad_h, pad_w = math.ceil(height / 32) * 32, math.ceil(width / 32) * 32
     video = SyntheticVideo(feat_size=(pad_h // 4, pad_w // 4))
-    params = VideoInferenceParams(
-        clip_len=4,
-        clip_stride=1,
-        window_frames=30,
-        max_num_instances=120,
-        apply_cls_thres=0.1,
-        detections_per_image=15,
-        num_classes=25,
-        match_stride=4,
-        merge_on_cpu=True,
-    )
+    # the inference keys of configs/R50_ovis_360.yaml
+    ovis_360 = dict(clip_len=4, clip_stride=1, window_frames=30, max_num_instances=120, apply_cls_thres=0.1)
+    params = VideoInferenceParams(**ovis_360, detections_per_image=15, num_classes=25, merge_on_cpu=True)
     output_size = (args.output_height or height, args.output_width or width)
     # Warm-up: lazily initialised library state is not inference memory.
     infer_video(8, video.decode_clip, video.mask_features, (height, width), output_size, params)
