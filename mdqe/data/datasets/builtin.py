@@ -24,7 +24,7 @@ from .categories import (
     YTVIS_2022_CATEGORIES,
     instances_meta,
 )
-from .ytvis import check_dataset_paths, load_ytvis_json, register_ytvis_instances
+from .ytvis import load_ytvis_json, register_json_dataset, register_ytvis_instances
 
 __all__ = ["register_all_mdqe_datasets", "register_coco_video_instances"]
 
@@ -80,17 +80,9 @@ def register_coco_video_instances(
     `category_map` (COCO category id -> category id of the target video dataset, metadata
     `video_category_map`) maps its classes when it is an auxiliary source of a video training set.
     """
-
-    def load() -> list[dict]:
-        check_dataset_paths(name, json_file, image_root)
-        return load_coco_json(json_file, image_root, name)
-
-    DatasetCatalog.register(name, load)
-    MetadataCatalog.get(name).set(
-        json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata
-    )
     if category_map is not None:
-        MetadataCatalog.get(name).set(video_category_map=dict(category_map))
+        metadata = {**metadata, "video_category_map": dict(category_map)}
+    register_json_dataset(name, load_coco_json, metadata, json_file, image_root, "coco")
 
 
 def _register_synthetic(root: str) -> None:

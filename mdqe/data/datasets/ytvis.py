@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from collections import defaultdict
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -258,17 +258,30 @@ def _sync_metadata(dataset_name: str, json_file: str, categories: list[dict], id
         )
 
 
+def register_json_dataset(
+    name: str,
+    load_json: Callable[[str, str, str], list[dict]],
+    metadata: dict,
+    json_file: str,
+    image_root: str,
+    evaluator_type: str,
+) -> None:
+    """Register `name`, read lazily by `load_json(json_file, image_root, name)` on `DatasetCatalog.get`
+    (a missing file raises `DatasetNotFoundError`), with `metadata`, the paths and `evaluator_type`."""
+
+    def load() -> list[dict]:
+        check_dataset_paths(name, json_file, image_root)
+        return load_json(json_file, image_root, name)
+
+    DatasetCatalog.register(name, load)
+    MetadataCatalog.get(name).set(
+        json_file=json_file, image_root=image_root, evaluator_type=evaluator_type, **metadata
+    )
+
+
 def register_ytvis_instances(name: str, metadata: dict, json_file: str, image_root: str) -> None:
     """Register a YouTube-VIS format dataset under `name` (`evaluator_type` "ytvis").
 
     The json is read lazily, on `DatasetCatalog.get(name)`; a missing file raises `DatasetNotFoundError`.
     """
-
-    def load() -> list[dict]:
-        check_dataset_paths(name, json_file, image_root)
-        return load_ytvis_json(json_file, image_root, name)
-
-    DatasetCatalog.register(name, load)
-    MetadataCatalog.get(name).set(
-        json_file=json_file, image_root=image_root, evaluator_type="ytvis", **metadata
-    )
+    register_json_dataset(name, load_ytvis_json, metadata, json_file, image_root, "ytvis")
