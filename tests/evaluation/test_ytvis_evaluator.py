@@ -134,12 +134,41 @@ def test_metrics_returned_logged_and_written(registered, tmp_path):
     name = registered(ground_truth())
     returned = run(YTVISEvaluator(name, distributed=False, output_dir=str(tmp_path)))
     written = json.loads((tmp_path / "metrics.json").read_text())
-    assert list(written) == list(METRIC_NAMES)
+    assert list(written)[: len(METRIC_NAMES)] == list(METRIC_NAMES)
+    assert {"per_category", "occlusion", "errors", "per_video"} <= set(written)
     expected = evaluate_ytvis(ground_truth(), json.loads((tmp_path / "results.json").read_text())).metrics
     for key in METRIC_NAMES:
         assert returned["segm"][key] == expected[key] or (np.isnan(expected[key]) and written[key] is None)
     assert returned["segm"]["AP"] == 100.0  # the predictions are the ground truth
     assert "AP-cat" in returned["segm"] and "AP-dog" in returned["segm"]
+    # what EvalHook puts into EventStorage: flat floats, occlusion levels and error gains included
+    assert {"APso", "APmo", "APho", "dAP-cls", "dAP-missed"} <= set(returned["segm"])
+    assert all(isinstance(v, float) for v in returned["segm"].values())
+    assert 'id="metric-AP">100.00<' in (tmp_path / "report.html").read_text()
+
+
+def test_ytvis_2022_scores_from_the_short_and_long_ground_truth(registered, tmp_path):
+    gt = ground_truth()
+    name = registered({**gt, "annotations": None})  # valid.json of the release: no annotations
+    short = {
+        **gt,
+        "videos": gt["videos"][:2],
+        "annotations": [a for a in gt["annotations"] if a["video_id"] < 3],
+    }
+    long = {
+        **gt,
+        "videos": gt["videos"][2:],
+        "annotations": [a for a in gt["annotations"] if a["video_id"] == 3],
+    }
+    files = []
+    for part, content in (("short", short), ("long", long)):
+        files.append(str(tmp_path / f"gt_{part}.json"))
+        (tmp_path / f"gt_{part}.json").write_text(json.dumps(content))
+    MetadataCatalog.get(name).set(ytvis_2022_gt=tuple(files))
+    segm = run(YTVISEvaluator(name, distributed=False, output_dir=str(tmp_path)))["segm"]
+    assert segm["AP_S"] == pytest.approx(100) and segm["AP_L"] == pytest.approx(100)
+    assert segm["AP"] == pytest.approx(100)
+    assert not (tmp_path / "metrics.json").exists()  # valid.json itself has no annotations
 
 
 def test_unannotated_dataset_gets_results_but_no_metrics(registered, tmp_path):
@@ -245,3 +274,15 @@ def test_unknown_label_is_an_error():
     output = dict(tensor_output(1), pred_labels=[0, 5])
     with pytest.raises(ValueError, match="label 5"):
         instances_to_results(video_input(1), output, {0: 3, 1: 7})
+
+
+def test_ytvis_2022_splits_are_registered_with_the_2021_classes_and_the_short_long_files():
+    from detectron2.data import DatasetCatalog
+
+    import mdqe  # noqa: F401  (registration)
+
+    assert {f"ytvis_2022_{split}" for split in ("train", "val", "test", "dev")} <= set(DatasetCatalog.list())
+    meta = MetadataCatalog.get("ytvis_2022_val")
+    assert meta.thing_classes == MetadataCatalog.get("ytvis_2021_val").thing_classes
+    assert [os.path.basename(p) for p in meta.ytvis_2022_gt] == ["gt_short.json", "gt_long.json"]
+    assert meta.json_file.endswith(os.path.join("ytvis_2022", "valid.json"))
