@@ -27,6 +27,7 @@ __all__ = [
     "DECODER_REGISTRY",
     "MATCHER_REGISTRY",
     "PIXEL_ENCODER_REGISTRY",
+    "attention_dims",
     "build_criterion",
     "build_decoder",
     "build_matcher",
@@ -70,6 +71,12 @@ def build_criterion(cfg: CfgNode) -> nn.Module:
 def build_matcher(cfg: CfgNode) -> nn.Module:
     """The query-to-target matcher `MODEL.MDQE.MATCHER_NAME`."""
     return MATCHER_REGISTRY.get(cfg.MODEL.MDQE.MATCHER_NAME)(cfg)
+
+
+def attention_dims(cfg: CfgNode) -> dict[str, int]:
+    """The sizes the pixel encoder and the decoder share: channels `dim`, `n_heads`, feature `n_levels`."""
+    mdqe = cfg.MODEL.MDQE
+    return {"dim": mdqe.HIDDEN_DIM, "n_heads": mdqe.NHEADS, "n_levels": mdqe.NUM_FEATURE_LEVELS}
 
 
 def num_grid_queries(cfg: CfgNode) -> int:

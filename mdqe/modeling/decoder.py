@@ -26,7 +26,7 @@ from detectron2.config import CfgNode, configurable
 from torch import nn
 
 from .box_ops import box_cxcywh_to_xyxy, circumscribed_boxes
-from .build import DECODER_REGISTRY, num_grid_queries
+from .build import DECODER_REGISTRY, attention_dims, num_grid_queries
 from .deform_attn import MDQEDeformAttn
 from .layers import MLP, full_precision, inverse_sigmoid
 from .mask_head import MaskHead
@@ -306,10 +306,8 @@ class QueryDecoder(nn.Module):
     def from_config(cls, cfg: CfgNode) -> dict[str, Any]:
         mdqe = cfg.MODEL.MDQE
         return {
+            **attention_dims(cfg),
             "num_classes": mdqe.NUM_CLASSES,
-            "dim": mdqe.HIDDEN_DIM,
-            "n_heads": mdqe.NHEADS,
-            "n_levels": mdqe.NUM_FEATURE_LEVELS,
             "n_frames": cfg.INPUT.SAMPLING_FRAME_NUM,
             "n_points": mdqe.DEC_NUM_POINTS,
             "num_layers": mdqe.DEC_LAYERS,

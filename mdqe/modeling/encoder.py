@@ -14,7 +14,7 @@ from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec
 from torch import nn
 
-from .build import PIXEL_ENCODER_REGISTRY, check_feature_strides
+from .build import PIXEL_ENCODER_REGISTRY, attention_dims, check_feature_strides
 from .deform_attn import MDQEDeformAttn
 from .layers import full_precision, pixel_centers
 
@@ -123,13 +123,7 @@ class DeformableEncoder(nn.Module):
             cfg.MODEL.BACKBONE.NAME, input_shape, [8 * 2**level for level in range(len(input_shape))]
         )
         mdqe = cfg.MODEL.MDQE
-        return {
-            "dim": mdqe.HIDDEN_DIM,
-            "n_heads": mdqe.NHEADS,
-            "n_levels": mdqe.NUM_FEATURE_LEVELS,
-            "n_points": mdqe.ENC_NUM_POINTS,
-            "num_layers": mdqe.ENC_LAYERS,
-        }
+        return {**attention_dims(cfg), "n_points": mdqe.ENC_NUM_POINTS, "num_layers": mdqe.ENC_LAYERS}
 
     def forward(
         self, srcs: list[torch.Tensor], masks: list[torch.Tensor], pos: list[torch.Tensor]

@@ -436,13 +436,17 @@ def _run_recording_matches(model, batch, seed):
     return losses, calls
 
 
-@pytest.mark.slow
-def test_loss_dict_equals_the_original(reference_dir, reference_model):
+def _run_fixture(reference_dir, reference_model, deterministic: bool) -> tuple[dict, list, dict]:
+    """(losses, matcher calls, fixture["train"]) of the reference model on the fixture's batch."""
     model, seed = reference_model
     batch, train = fixture_train_batch(reference_dir)
+    model.criterion.deterministic_sampling = deterministic
+    return (*_run_recording_matches(model, batch, seed), train)
 
-    model.criterion.deterministic_sampling = True
-    losses, calls = _run_recording_matches(model, batch, seed)
+
+@pytest.mark.slow
+def test_loss_dict_equals_the_original(reference_dir, reference_model):
+    losses, calls, train = _run_fixture(reference_dir, reference_model, deterministic=True)
     expected = train["losses_arange_perm"]
     assert list(losses) == list(expected)
     for key, value in expected.items():
@@ -456,10 +460,7 @@ def test_loss_dict_equals_the_original(reference_dir, reference_model):
 
 @pytest.mark.slow
 def test_seeded_random_draws_reproduce_the_original(reference_dir, reference_model):
-    model, seed = reference_model
-    batch, train = fixture_train_batch(reference_dir)
-    model.criterion.deterministic_sampling = False
-    losses, _ = _run_recording_matches(model, batch, seed)
+    losses, _, train = _run_fixture(reference_dir, reference_model, deterministic=False)
     for key, value in train["losses"].items():
         assert losses[key].item() == pytest.approx(value, rel=1e-4), key
     assert math.isfinite(sum(v.item() for v in losses.values()))

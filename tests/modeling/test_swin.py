@@ -24,17 +24,21 @@ from mdqe.modeling.backbone.swin import (
 
 BACKBONE_PREFIX = "detr.backbone.0.backbone."
 
+
+def swin_opts(**swin) -> list:
+    """Override list selecting the Swin V2 backbone with the given MODEL.SWIN.* keys."""
+    return [
+        "MODEL.BACKBONE.NAME",
+        "build_swinv2_backbone",
+        *(x for k, v in swin.items() for x in (f"MODEL.SWIN.{k}", v)),
+    ]
+
+
 # Swin-L as configs/swinl_*.yaml set it (on top of add_swinl_config's defaults).
-SWINL_OPTS = [
-    "MODEL.BACKBONE.NAME", "build_swinv2_backbone",
-    "MODEL.SWIN.EMBED_DIM", 192,
-    "MODEL.SWIN.DEPTHS", [2, 2, 18, 2],
-    "MODEL.SWIN.NUM_HEADS", [6, 12, 24, 48],
-    "MODEL.SWIN.WINDOW_SIZE", 12,
-    "MODEL.SWIN.MLP_RATIO", 4,
-    "MODEL.SWIN.DROP_PATH_RATE", 0.2,
-    "MODEL.SWIN.APE", False,
-]  # fmt: skip
+SWINL_OPTS = swin_opts(
+    EMBED_DIM=192, DEPTHS=[2, 2, 18, 2], NUM_HEADS=[6, 12, 24, 48], WINDOW_SIZE=12, MLP_RATIO=4,
+    DROP_PATH_RATE=0.2, APE=False,
+)  # fmt: skip
 
 
 def _cfg(opts: list) -> object:
@@ -85,14 +89,13 @@ def test_swinl_output_shape():
 
 
 def test_cfg_builds_tiny_backbone_through_registry():
-    opts = [
-        "MODEL.BACKBONE.NAME", "build_swinv2_backbone",
-        "MODEL.SWIN.EMBED_DIM", 8,
-        "MODEL.SWIN.DEPTHS", [1, 1, 2, 1],
-        "MODEL.SWIN.NUM_HEADS", [1, 1, 2, 2],
-        "MODEL.SWIN.WINDOW_SIZE", 4,
-        "MODEL.SWIN.OUT_FEATURES", ["stage4", "stage5"],
-    ]  # fmt: skip
+    opts = swin_opts(
+        EMBED_DIM=8,
+        DEPTHS=[1, 1, 2, 1],
+        NUM_HEADS=[1, 1, 2, 2],
+        WINDOW_SIZE=4,
+        OUT_FEATURES=["stage4", "stage5"],
+    )
     backbone = build_backbone(_cfg(opts))
     assert list(backbone.output_shape()) == ["stage4", "stage5"]
     assert [k for k in backbone.state_dict() if not k.startswith(("patch_embed", "layers"))] == [
