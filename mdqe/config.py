@@ -30,8 +30,9 @@ def add_mdqe_config(cfg: CfgNode) -> None:
 
 
 def _add_data_config(cfg: CfgNode) -> None:
-    # Sampling weights of the TRAIN datasets, one per entry of DATASETS.TRAIN: each sample's source is
-    # drawn with random.choices(weights=...), so they need not sum to 1. Empty: a single dataset.
+    # Sampling weights of the TRAIN datasets, one per entry of DATASETS.TRAIN: each draw of the training
+    # stream picks its source dataset with probability proportional to its weight (mdqe/data/build.py), so
+    # they need not sum to 1. Empty: every dataset weighs 1.
     cfg.DATASETS.DATASET_RATIO = []
 
     # Frame count T of the clips the checkpoint in MODEL.WEIGHTS was trained with. When it differs from
@@ -180,7 +181,9 @@ def _add_inference_config(cfg: CfgNode) -> None:
     cfg.MODEL.MDQE.CLIP_STRIDE = 1
     # Frames per test clip.
     cfg.MODEL.MDQE.SAMPLING_FRAME_NUM_TEST = 5
-    # Frames run through backbone and encoder at once; also how often the tracker flushes its masks.
+    # Frames per window of the cross-clip tracker: the tracks' class scores are averaged per window and the
+    # video-level scores merge the windows (mdqe/inference/tracker.py). Not the encoding chunk: per-frame
+    # features are computed once per frame, SAMPLING_FRAME_NUM_TEST frames at a time.
     cfg.MODEL.MDQE.WINDOW_FRAME_NUM_TEST = 20
     # Capacity of the cross-clip tracker's fixed-size memory.
     cfg.MODEL.MDQE.MAX_NUM_INSTANCES = 50
