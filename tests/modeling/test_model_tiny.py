@@ -198,7 +198,7 @@ def test_cached_per_frame_features_give_the_heads_of_clips_decoded_from_scratch(
             clip = frames[s : min(s + 3, 6)]
             images = ImageList.from_tensors([model.normalize(f) for f in clip], 32)
             memory, padding, shapes = model.detr.encode(images)
-            queries = dec.init_frame_queries(memory, shapes).pertraining_clip(len(clip))
+            queries = dec.init_frame_queries(memory, shapes).per_clip(len(clip))
             out = dec.decode_clips(queries, dec.project_values(memory, padding, shapes), shapes)
             logits, mask_coeff = dec.heads(out.clip_queries[-1, 0])
             fresh = ClipHeads(logits.sigmoid(), mask_coeff, out.clip_queries[-1, 0])
