@@ -23,6 +23,7 @@ def _heavy_stack_importable() -> bool:
 
 
 if os.environ.get("MDQE_LIGHT_IMPORT") != "1" and _heavy_stack_importable():
+    from .utils import compat  # noqa: F401  # isort: skip  (Pillow >= 10 shim; before detectron2.data)
     from . import data, modeling  # noqa: F401  (registration side effects)
     from .config import add_mdqe_config
 else:
