@@ -97,7 +97,10 @@ def install(site_packages: Path, sdist: Path | None = None) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         archive = verify_sdist(sdist) if sdist is not None else download_sdist(Path(tmp) / "download")
         with tarfile.open(archive) as tar:
-            tar.extractall(Path(tmp) / "src", filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(Path(tmp) / "src", filter="data")
+            else:  # Python < 3.10.12 / 3.11.4: no extraction filters; the archive is hash-pinned
+                tar.extractall(Path(tmp) / "src")
         source = Path(tmp) / "src" / "pb1-detectron2-0.6" / "detectron2"
         if target.exists():
             shutil.rmtree(target)
