@@ -52,6 +52,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 
 from .analysis import YTVISAnalysis, analyze_ytvis, evaluate_ytvis_2022
+from .submission import log_submission_check
 from .ytvis_metrics import METRIC_NAMES, format_summary
 
 __all__ = ["YTVISEvaluator", "atomic_write", "instances_to_results"]
@@ -271,6 +272,7 @@ class YTVISEvaluator(DatasetEvaluator):
         results = self._ordered_results(dataset, by_video)
         if self._output_dir is not None:
             self._write_results(results)
+            log_submission_check(os.path.join(self._output_dir, "results.zip"), dataset)
         metrics = None
         if dataset.get("annotations"):
             metrics = self._compute_metrics(dataset, results)
