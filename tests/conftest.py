@@ -1,9 +1,12 @@
-"""Shared pytest fixtures: the reference material and a CUDA guard for `gpu`-marked tests."""
+"""Shared pytest fixtures: the reference material (stored in tests/fixtures/) and a CUDA guard for
+`gpu`-marked tests."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -12,19 +15,34 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
 
 
-def _reference_dir() -> Path:
-    return Path(os.environ.get("MDQE_REFERENCE", REPO_ROOT.parent / "shared" / "reference"))
+def materialise_reference(fixtures_dir: Path, out: Path) -> Path:
+    """Lay out the stored reference facts of `fixtures_dir` as the reference folder they were made from:
+    `out/state_dict_*.tsv`, `out/gen_weights.py` and `out/fixtures/*.pt` (from reference_fixtures.tar.xz)."""
+    archive = fixtures_dir / "reference_fixtures.tar.xz"
+    layouts = sorted(fixtures_dir.glob("state_dict_*.tsv"))
+    if not archive.is_file() or not layouts or not (fixtures_dir / "gen_weights.py").is_file():
+        raise FileNotFoundError(f"the reference fixtures are missing from {fixtures_dir} (see its README.md)")
+    for path in [*layouts, fixtures_dir / "gen_weights.py"]:
+        shutil.copyfile(path, out / path.name)
+    with tarfile.open(archive, "r:xz") as members:
+        members.extractall(out / "fixtures", filter="data")
+    return out
 
 
 @pytest.fixture(scope="session")
-def reference_dir() -> Path:
-    """`../shared/reference` (or $MDQE_REFERENCE): state-dict layouts, gen_weights.py and fixtures."""
-    path = _reference_dir()
-    if not path.is_dir():
-        pytest.skip(f"reference material not found at {path} (set MDQE_REFERENCE)")
-    return path
+def reference_dir(tmp_path_factory) -> Path:
+    """A folder with the reference facts of the original code: state-dict layouts (`state_dict_*.tsv`),
+    `gen_weights.py` and `fixtures/*.pt`, made from tests/fixtures/ (see its README.md); or the full
+    reference folder at $MDQE_REFERENCE. Missing material fails the tests instead of skipping them."""
+    override = os.environ.get("MDQE_REFERENCE")
+    if override:
+        if not Path(override).is_dir():
+            pytest.fail(f"MDQE_REFERENCE={override} is not a folder")
+        return Path(override)
+    return materialise_reference(FIXTURES_DIR, tmp_path_factory.mktemp("reference"))
 
 
 @pytest.fixture(scope="session")

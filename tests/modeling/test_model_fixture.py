@@ -78,16 +78,7 @@ def video_run(model, fixture):
             rec["mask_feats"].append((start, feats))
             return feats
 
-        try:
-            return real_infer(num_frames, recording_decode, recording_masks, image_size, output_size, params)
-        except NotImplementedError:
-            for start in range(num_frames):
-                end = min(start + params.clip_len, num_frames)
-                recording_decode(start, end)
-                recording_masks(start, end)
-                if end == num_frames:
-                    break
-            return None
+        return real_infer(num_frames, recording_decode, recording_masks, image_size, output_size, params)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(meta_arch, "infer_video", recording_infer)
@@ -210,8 +201,6 @@ def _sorted_results(result: dict) -> list[tuple[float, int, list]]:
 
 def test_final_results_match(video_run, fixture):
     _, result = video_run
-    if result is None:
-        pytest.skip("mdqe.inference.infer_video is not implemented yet")
     inference = fixture["inference"]
     assert len(result["pred_scores"]) == inference["num_instances"]
     items = _sorted_results(result)
