@@ -93,6 +93,7 @@ class PreemptionCheckpointer(HookBase):
     The signal only sets a flag; the checkpoint is written between iterations, so it holds a consistent
     model, optimizer, scheduler and iteration and `--resume` continues exactly. With several processes the
     flag is combined over all of them each iteration, so every process stops after the same iteration.
+    A handler installed before training (e.g. submitit's requeue) is called once the checkpoint is written.
     """
 
     def __init__(self):
@@ -124,6 +125,9 @@ class PreemptionCheckpointer(HookBase):
         iteration = self.trainer.iter
         self.trainer.checkpointer.save(f"model_{iteration:07d}", iteration=iteration)
         comm.synchronize()
+        previous = self._previous.get(signum)
+        if callable(previous) and previous is not signal.default_int_handler:
+            previous(signum, None)  # e.g. submitit's requeue, now that the checkpoint is complete
         logger.warning(
             "Stopped by %s after iteration %d; checkpoint written. Continue with --resume (exit status %d)",
             signal.Signals(signum).name,

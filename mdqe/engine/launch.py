@@ -108,16 +108,32 @@ def _cpu_worker(
     except Exception:
         logging.getLogger(__name__).error("Process group URL: %s", dist_url)
         raise
-    if hasattr(comm, "create_local_process_group"):  # detectron2 > v0.6
-        comm.create_local_process_group(num_processes_per_machine)
-    else:
-        num_machines = world_size // num_processes_per_machine
-        for i in range(num_machines):
-            ranks = list(range(i * num_processes_per_machine, (i + 1) * num_processes_per_machine))
-            group = dist.new_group(ranks)
-            if i == machine_rank:
-                comm._LOCAL_PROCESS_GROUP = group
+    create_local_process_group(num_processes_per_machine)
     # Split the machine's cores between the workers instead of oversubscribing them.
     torch.set_num_threads(max(1, torch.get_num_threads() // num_processes_per_machine))
     comm.synchronize()
     main_func(*args)
+
+
+def create_local_process_group(num_processes_per_machine: int) -> None:
+    """detectron2's per-machine process group (comm.get_local_rank / get_local_size) for an initialised
+    default group of machines x `num_processes_per_machine` ranks, numbered machine by machine."""
+    if hasattr(comm, "create_local_process_group"):  # detectron2 > v0.6
+        comm.create_local_process_group(num_processes_per_machine)
+        return
+    world_size, rank = dist.get_world_size(), dist.get_rank()
+    for i in range(world_size // num_processes_per_machine):
+        ranks = list(range(i * num_processes_per_machine, (i + 1) * num_processes_per_machine))
+        group = dist.new_group(ranks)  # every rank must create every group
+        if rank in ranks:
+            comm._LOCAL_PROCESS_GROUP = group
+
+
+def init_distributed_from_env(
+    backend: str, num_processes_per_machine: int, timeout: timedelta = DEFAULT_TIMEOUT
+) -> None:
+    """Join the process group described by torch.distributed's environment variables (MASTER_ADDR,
+    MASTER_PORT, RANK, WORLD_SIZE; e.g. exported by submitit), and create detectron2's local group."""
+    dist.init_process_group(backend, init_method="env://", timeout=timeout)
+    create_local_process_group(num_processes_per_machine)
+    comm.synchronize()
