@@ -10,8 +10,8 @@ order with its video IoU to the ground-truth tracks of its video (crowd ones lef
 - both: t_b <= IoU < t_f with a track of another category only;
 - bkg: IoU < t_b (0.1) with every track.
 
-(TIDE tests cls before dupe; testing dupe first spares the IoUs with other categories' tracks for
-duplicates, which are a large share of the false positives.)
+(TIDE tests cls before dupe: a duplicate of a matched track of its own category that also overlaps
+another category's track is a dupe here.)
 
 A ground-truth track that no prediction matches and that no cls or loc error points at is "missed".
 The AP gained by fixing a type is AP@t_f (COCO's 101-point AP, averaged over categories, equal to the
@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pycocotools.mask as mask_util
 
-from .ytvis_metrics import IOU_THRESHOLDS, GroupMatch, YTVISMatching, _interpolated_precision, _track_ious
+from .ytvis_metrics import IOU_THRESHOLDS, GroupMatch, YTVISMatching, _interpolated_precision
 
 __all__ = ["ERROR_TYPES", "ErrorBreakdown", "PredictionError", "error_breakdown"]
 
@@ -134,31 +133,17 @@ def _classify_video(
     t_b: float,
     errors: list[PredictionError],
 ) -> None:
-    """Give each false positive of one video its type (appended to `errors`, linked from its entry).
-
-    IoUs with other categories' tracks are computed lazily, only for pairs whose upper bound (see
-    `_iou_bounds`) can decide: >= t_f for every prediction (cls), then >= t_b for those that are neither
-    dupe, cls nor loc (both). A pair left out has an IoU below the threshold it was needed for.
-    """
+    """Give each false positive of one video its type (appended to `errors`, linked from its entry)."""
+    if video.pair_ious is None:
+        raise ValueError("error_breakdown needs a matching made by match_ytvis(..., all_pairs=True)")
     others = [(c, g) for c, (gts, _) in video.groups.items() for g in gts if not g.iscrowd]
-    same = []
-    for rec, d, _ in fps:
+    columns = [video.cols[id(g)] for _, g in others]
+    for rec, d, entry in fps:
         valid = ~np.array([g.iscrowd for g in rec.gts], bool).reshape(-1)
-        same.append(np.where(valid, rec.ious[d].reshape(-1), -1.0))
-    used = [_used(rec, t) for rec, _, _ in fps]
-    dupe = np.array([bool(((s >= t_f) & u).any()) for s, u in zip(same, used)], bool)
-    wanted = np.array([[c != rec.category_id for c, _ in others] for rec, _, _ in fps], bool)
-    wanted = wanted.reshape(len(fps), len(others)) & ~dupe[:, None]
-    dt_tracks, gt_tracks = [rec.dts[d].track for rec, d, _ in fps], [g.track for _, g in others]
-    bounds = _iou_bounds(dt_tracks, gt_tracks) if wanted.any() else np.zeros(wanted.shape)
-    other = np.full(wanted.shape, -1.0)
-    num_pixels = video.size[0] * video.size[1]
-    _exact_ious(other, wanted & (bounds >= t_f), dt_tracks, gt_tracks, num_pixels)
-    decided = dupe | (other.max(1, initial=-1) >= t_f) | np.array([s.max(initial=-1) >= t_b for s in same])
-    second = wanted & (bounds >= t_b) & (other < 0) & ~decided[:, None]
-    _exact_ious(other, second, dt_tracks, gt_tracks, num_pixels)
-    for row, (rec, d, entry) in enumerate(fps):
-        kind, target, iou = _classify(same[row], other[row], used[row], t_f, t_b)
+        same = np.where(valid, rec.ious[d].reshape(-1), -1.0)
+        other_category = np.array([c != rec.category_id for c, _ in others], bool)
+        other = np.where(other_category, video.pair_ious[video.rows[id(rec.dts[d])], columns], -1.0)
+        kind, target, iou = _classify(same, other.reshape(-1), _used(rec, t), t_f, t_b)
         target_id = None
         if target is not None:
             target_id = (rec.gts[target[1]] if target[0] == "same" else others[target[1]][1]).ann_id
@@ -174,58 +159,6 @@ def _used(rec: GroupMatch, t: int) -> np.ndarray:
     used = np.zeros(len(rec.gts), bool)
     used[rec.match[0, t][rec.credited[0, t]]] = True
     return used
-
-
-def _exact_ious(
-    out: np.ndarray, pairs: np.ndarray, dt_tracks: Sequence[Any], gt_tracks: Sequence[Any], num_pixels: int
-) -> None:
-    """Fill `out` (F, O) with the video IoU of the `pairs` (F, O) bool, in one batched call."""
-    rows, cols = np.flatnonzero(pairs.any(1)), np.flatnonzero(pairs.any(0))
-    if len(rows):
-        ious = _track_ious([dt_tracks[r] for r in rows], [gt_tracks[c] for c in cols], num_pixels)
-        block = np.ix_(rows, cols)
-        out[block] = np.where(pairs[block], ious, out[block])
-
-
-def _iou_bounds(dt_tracks: Sequence[Any], gt_tracks: Sequence[Any]) -> np.ndarray:
-    """(F, O) upper bound of the video IoU of each pair: S / (A + B - S), with A, B their areas over the
-    paired frames and S the sum over those frames of min(box intersection, both areas)."""
-    num_frames = max(t.length for t in (*dt_tracks, *gt_tracks))
-    dt_box, dt_area = _boxes_and_areas(dt_tracks, num_frames)
-    gt_box, gt_area = _boxes_and_areas(gt_tracks, num_frames)
-    side = np.minimum(dt_box[:, None, :, 2:], gt_box[None, :, :, 2:]) - np.maximum(
-        dt_box[:, None, :, :2], gt_box[None, :, :, :2]
-    )
-    box_inter = np.clip(side, 0, None).prod(-1)  # (F, O, T)
-    paired = (
-        np.arange(num_frames)[None, None, :]
-        < np.minimum(
-            np.array([t.length for t in dt_tracks])[:, None], np.array([t.length for t in gt_tracks])[None, :]
-        )[..., None]
-    )
-    a = (dt_area[:, None, :] * paired).sum(-1)
-    b = (gt_area[None, :, :] * paired).sum(-1)
-    bound = (np.minimum(box_inter, np.minimum(dt_area[:, None, :], gt_area[None, :, :])) * paired).sum(-1)
-    out = np.zeros(bound.shape)
-    np.divide(bound, a + b - bound, out=out, where=bound > 0)
-    return out
-
-
-def _boxes_and_areas(tracks: Sequence[Any], num_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, num_frames, 4) x1, y1, x2, y2 of the tracks' masks (empty boxes where absent) and
-    (N, num_frames) their areas, with one pycocotools call."""
-    boxes = np.zeros((len(tracks), num_frames, 4))
-    areas = np.zeros((len(tracks), num_frames))
-    rles = [rle for t in tracks for rle in t.rles]
-    if not rles:
-        return boxes, areas
-    xywh = mask_util.toBbox(rles)
-    index = np.repeat(np.arange(len(tracks)), [len(t.frames) for t in tracks])
-    frames = np.concatenate([t.frames for t in tracks])
-    boxes[index, frames, :2] = xywh[:, :2]
-    boxes[index, frames, 2:] = xywh[:, :2] + xywh[:, 2:]
-    areas[index, frames] = np.concatenate([t.areas for t in tracks])
-    return boxes, areas
 
 
 def _classify(

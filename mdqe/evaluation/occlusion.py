@@ -11,7 +11,8 @@ ratio) describes how occluded a whole dataset is; the per-instance grading is th
 Annotations without such labels (YouTube-VIS, the synthetic set) are graded the same way from a frame
 score computed from the masks (our definition, not OVIS's): in frame f, instance i's score is
 
-    X / (X + |M_i|),  X = pixels of the other instances' masks inside i's bounding box,
+    X / (X + |M_i|),  X = pixels of the other instances' masks inside i's bounding box (summed over
+                          the other instances, at most the box's pixels outside M_i),
 
 an estimate of the fraction of i hidden by the others, since ground-truth masks hold the visible part
 only. An instance absent from a frame has no score there; one that is never present scores 0.
@@ -25,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_util
+
+from .ytvis_metrics import _intersections, _Track
 
 __all__ = [
     "OCCLUSION_LABEL_SCORES",
@@ -84,31 +87,33 @@ def frame_occlusion(
     """
     out = [np.zeros(len(f)) for f in frames]
     flat = [rle for instance in rles for rle in instance]
-    if not flat:
+    if len(frames) < 2 or not flat:
         return out
     owner = np.repeat(np.arange(len(frames)), [len(f) for f in frames])
-    position = np.concatenate([np.arange(len(f)) for f in frames])
-    frame = np.concatenate(list(frames))
+    frame = np.concatenate(list(frames)).astype(np.int64)
+    own = np.concatenate(list(areas)).astype(np.float64)
     xywh = mask_util.toBbox(flat)  # (P, 4)
-    box = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
-    # Only a box that meets another instance's box in the same frame can be covered by it.
-    same_frame = (frame[:, None] == frame[None, :]) & (owner[:, None] != owner[None, :])
-    side = np.minimum(box[:, None, 2:], box[None, :, 2:]) - np.maximum(box[:, None, :2], box[None, :, :2])
-    meets = (same_frame & (side > 0).all(-1)).any(1)
     height, width = int(size[0]), int(size[1])
-    all_areas = np.concatenate(list(areas)).astype(np.float64)
-    for f in np.unique(frame[meets]).tolist():
-        present = np.flatnonzero(frame == f)
-        union = mask_util.merge([flat[p] for p in present], intersect=False)
-        hit = present[meets[present]]
-        box_rles = mask_util.frPyObjects(np.ascontiguousarray(xywh[hit], np.float64), height, width)
-        # iscrowd=1: |box & union| / |box|
-        covered = np.asarray(mask_util.iou(box_rles, [union], [1])).reshape(-1) * xywh[hit, 2] * xywh[hit, 3]
-        own = all_areas[hit]
-        others = np.maximum(np.rint(covered) - own, 0)
-        score = np.divide(others, others + own, out=np.zeros_like(own), where=others + own > 0)
-        for p, value in zip(hit.tolist(), score.tolist()):
-            out[owner[p]][position[p]] = value
+    boxes = mask_util.frPyObjects(np.ascontiguousarray(xywh, np.float64), height, width)
+    # Every (instance, frame) as a one-frame track: `_intersections` then gives |box_p & mask_q| for
+    # the pairs of the same frame (0 across frames) in a few batched pycocotools calls.
+    box_tracks = [
+        _Track(f + 1, np.array([f]), [b], np.array([int(w * h)]))
+        for f, b, (_, _, w, h) in zip(frame.tolist(), boxes, xywh)
+    ]
+    mask_tracks = [
+        _Track(f + 1, np.array([f]), [m], np.array([a]))
+        for f, m, a in zip(frame.tolist(), flat, own.astype(np.int64))
+    ]
+    inside = _intersections(box_tracks, mask_tracks, height * width).astype(np.float64)  # (P, P)
+    inside[owner[:, None] == owner[None, :]] = 0  # an instance does not occlude itself
+    box_area = xywh[:, 2] * xywh[:, 3]
+    others = np.minimum(inside.sum(1), np.maximum(box_area - own, 0))
+    score = np.divide(others, others + own, out=np.zeros_like(own), where=others + own > 0)
+    start = 0
+    for i, instance_frames in enumerate(frames):
+        out[i] = score[start : start + len(instance_frames)]
+        start += len(instance_frames)
     return out
 
 

@@ -1,15 +1,17 @@
 #!/usr/bin/env python
 """Benchmark `tools/eval_ytvis.py` on a generated OVIS-scale case, at several video lengths.
 
-    python tools/benchmark_eval.py                       # 140 videos x {30, 60, 120} frames, 360x640
-    python tools/benchmark_eval.py --frames 60 --keep /tmp/ovis_case
+    python tools/benchmarks/benchmark_eval.py            # 140 videos x {30, 60, 120} frames, 360x640
+    python tools/benchmarks/benchmark_eval.py --frames 60 --keep /tmp/ovis_case
 
 The case: each video has 2-3 ground-truth instances (ellipses moving in straight lines, some appearing
 late, 25 categories) and ~30 predictions, most of them perturbed copies of a ground-truth track (half
 with its category, half with a random one), the rest random tracks; predictions and late instances have
 null frames. Ground truth is stored as uncompressed RLE with "areas", as the YouTube-VIS json files are;
 results as the CodaLab format. The timing is the wall clock of the whole `tools/eval_ytvis.py --json`
-process (interpreter start-up, imports and json loading included), best of --repeats runs.
+process (interpreter start-up, imports and json loading included), best of --repeats runs, plain
+(`--json`) and with the whole analysis (`--breakdown --json`: per-category, per-video and occlusion-level
+AP and the error breakdown).
 """
 
 from __future__ import annotations
@@ -148,13 +150,13 @@ def generate_case(
     return {"videos": videos, "categories": categories, "annotations": annotations}, results
 
 
-def time_eval_tool(gt_path: str, results_path: str, repeats: int) -> tuple[float, dict]:
+def time_eval_tool(gt_path: str, results_path: str, repeats: int, *flags: str) -> tuple[float, dict]:
     """Best wall-clock seconds of the whole eval_ytvis.py process, and its metrics."""
     best, metrics = float("inf"), {}
     for _ in range(repeats):
         tic = time.perf_counter()
         out = subprocess.run(
-            [sys.executable, str(EVAL_TOOL), "--gt", gt_path, "--results", results_path, "--json"],
+            [sys.executable, str(EVAL_TOOL), "--gt", gt_path, "--results", results_path, "--json", *flags],
             check=True,
             capture_output=True,
             text=True,
@@ -191,17 +193,20 @@ def main() -> None:
                 with open(path, "w") as f:
                     json.dump(content, f)
             seconds, metrics = time_eval_tool(gt_path, results_path, args.repeats)
+            detailed, analysis = time_eval_tool(gt_path, results_path, args.repeats, "--breakdown")
+            if analysis["AP"] != metrics["AP"]:
+                raise RuntimeError(f"--breakdown changed AP: {analysis['AP']} vs {metrics['AP']}")
             size_mb = (os.path.getsize(gt_path) + os.path.getsize(results_path)) / 2**20
-            rows.append((num_frames, len(results), size_mb, seconds, metrics["AP"]))
+            rows.append((num_frames, len(results), size_mb, seconds, detailed, metrics["AP"]))
     print(
         f"{args.videos} videos, {args.height}x{args.width}, best of {args.repeats}: whole eval_ytvis.py runs"
     )
-    print("| frames | predictions | json MB | seconds | seconds / frame | AP |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for num_frames, num_results, size_mb, seconds, ap in rows:
-        per_frame = seconds / num_frames
+    print("| frames | predictions | json MB | seconds | seconds / frame | --breakdown seconds | ratio | AP |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for num_frames, num_results, size_mb, seconds, detailed, ap in rows:
         print(
-            f"| {num_frames} | {num_results} | {size_mb:.0f} | {seconds:.2f} | {per_frame:.4f} | {ap:.2f} |"
+            f"| {num_frames} | {num_results} | {size_mb:.0f} | {seconds:.2f} | {seconds / num_frames:.4f} "
+            f"| {detailed:.2f} | {detailed / seconds:.2f} | {ap:.2f} |"
         )
 
 
