@@ -85,4 +85,4 @@ def test_demo_rejects_weights_that_do_not_fit_the_config(tmp_path):
         tmp_path / "w.pth",
     )
     assert result.returncode != 0
-    assert "do not fit the model" in result.stderr and "Traceback" not in result.stderr
+    assert "does not fit the model" in result.stderr and "Traceback" not in result.stderr
