@@ -20,6 +20,7 @@ segmentation evaluators, the dataset class histogram of `get_detection_dataset_d
 from __future__ import annotations
 
 import logging
+import warnings
 
 from PIL import Image
 
@@ -30,7 +31,10 @@ logger = logging.getLogger(__name__)
 
 def apply() -> None:
     """Restore `PIL.Image.LINEAR` (= `BILINEAR`) when Pillow >= 10 removed it; idempotent."""
-    if not hasattr(Image, "LINEAR"):
+    with warnings.catch_warnings():  # Pillow 9 serves LINEAR with a deprecation warning: not ours to show
+        warnings.simplefilter("ignore", DeprecationWarning)
+        present = hasattr(Image, "LINEAR")
+    if not present:
         Image.LINEAR = Image.Resampling.BILINEAR
         logger.debug("restored PIL.Image.LINEAR (removed in Pillow 10) for detectron2 v0.6")
 
