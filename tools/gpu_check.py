@@ -733,6 +733,29 @@ def bundle_fits_this_python(bundle: Path) -> str:
     return ""
 
 
+def unmet_requirements(site: Path) -> list[str]:
+    """Requirements of the distributions installed in `site` that the environment (`site` first, then
+    sys.path) does not meet, markers evaluated for this interpreter without extras."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    search = [str(site), *sys.path]
+    versions = {}
+    for dist in metadata.distributions(path=search):
+        versions.setdefault(_canonical(dist.metadata["Name"]), dist.version)
+    problems = []
+    for dist in metadata.distributions(path=[str(site)]):
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue
+            found = versions.get(_canonical(req.name))
+            if found is None or not req.specifier.contains(found, prereleases=True):
+                problems.append(f"{dist.metadata['Name']} needs {req}, found {found or 'none'}")
+    return problems
+
+
 def install_bundle(bundle: Path, site: Path, timeout: float) -> Rows:
     """pip-install (offline, --no-deps) the bundle's wheels of distributions this interpreter lacks into
     `site`, and detectron2 from the bundle's sdist; then check every requirement of what was installed."""
@@ -768,7 +791,9 @@ def install_bundle(bundle: Path, site: Path, timeout: float) -> Rows:
         raise RuntimeError(f"imports fail after the offline install: {proc.stderr.strip()[-1500:]}")
     names = ", ".join(parse_wheel_filename(w.name)[0] for w in needed) or "none"
     seconds = time.perf_counter() - start
-    return [("offline install of the bundle", f"ok in {seconds:.0f} s: detectron2 0.6 + {names}")]
+    unmet = unmet_requirements(site)
+    status = "requirements met" if not unmet else f"WARNING, unmet: {'; '.join(unmet)}"
+    return [("offline install of the bundle", f"ok in {seconds:.0f} s: detectron2 0.6 + {names}; {status}")]
 
 
 def _run_step(name: str, args: argparse.Namespace, env: dict, deadline: float) -> tuple[Rows, str]:

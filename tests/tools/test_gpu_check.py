@@ -133,3 +133,21 @@ def test_a_bundle_for_another_python_is_not_installed(tmp_path):
     assert gpu_check.bundle_fits_this_python(tmp_path) == ""
     _fake_wheel(tmp_path / "wheels", "beta", "1.0", [], tag="cp27-cp27mu-manylinux1_x86_64")
     assert "does not install on this Python" in gpu_check.bundle_fits_this_python(tmp_path)
+
+
+def test_unmet_requirements_of_an_installed_target(tmp_path):
+    gpu_check = _load_gpu_check()
+    info = tmp_path / "alpha-1.0.dist-info"
+    info.mkdir()
+    requires = ["pytest>=1", "pytest<1", "no-such-distribution-here", "gamma; python_version < '3'"]
+    lines = [
+        "Metadata-Version: 2.1",
+        "Name: alpha",
+        "Version: 1.0",
+        *(f"Requires-Dist: {r}" for r in requires),
+    ]
+    (info / "METADATA").write_text("\n".join(lines) + "\n")
+    problems = gpu_check.unmet_requirements(tmp_path)
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("alpha needs pytest<1, found ")
+    assert problems[1] == "alpha needs no-such-distribution-here, found none"
