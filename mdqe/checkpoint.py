@@ -21,9 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -162,6 +160,10 @@ def verify_checksum(path: str) -> bool:
     return True
 
 
+def _first_sentence(message: str) -> str:
+    return message.split(". ")[0].splitlines()[0] if message.strip() else "no details"
+
+
 def read_checkpoint(path: str) -> dict:
     """The checkpoint at `path` as {"model": state dict of tensors, ...other entries}.
 
@@ -174,10 +176,10 @@ def read_checkpoint(path: str) -> dict:
     verify_checksum(path)
     try:
         checkpoint = DetectionCheckpointer(torch.nn.Module())._load_file(path)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as e:
+    except Exception as e:  # the unpickler raises anything (KeyError, EOFError, ...) on a foreign file
         raise UnreadableCheckpointError(
             f"cannot read checkpoint {path} ({os.path.getsize(path)} bytes): it is truncated or not a "
-            f"PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            f"PyTorch checkpoint ({type(e).__name__}: {_first_sentence(str(e))})"
         ) from e
     state = checkpoint.get("model") if isinstance(checkpoint, Mapping) else None
     if not isinstance(state, Mapping) or not state:

@@ -157,13 +157,15 @@ def test_sha256_beside_the_checkpoint_is_verified(tmp_path):
     assert str(path) in str(e.value) and wrong in str(e.value) and found in str(e.value)
 
 
-@pytest.mark.parametrize("kind", ["truncated", "text", "tensor"])
+@pytest.mark.parametrize("kind", ["truncated", "text", "json", "tensor"])
 def test_a_truncated_or_non_checkpoint_file_gives_one_clear_error(tmp_path, kind):
     path = tmp_path / "weights.pth"
     if kind == "truncated":
         torch.save({"model": _toy().state_dict()}, path)
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif kind == "text":
+        path.write_text("hello")  # 'h' is a pickle opcode: the unpickler fails with a KeyError
+    elif kind == "json":
         path.write_text('{"not": "a checkpoint"}')
     else:
         torch.save(torch.zeros(3), path)
