@@ -71,10 +71,14 @@ def test_signal_checkpoints_the_current_iteration_and_resume_is_exact(tiny_cfg, 
 
 
 @pytest.mark.slow
-def test_train_net_exits_with_the_preemption_status_on_sigusr1(tmp_path):
+@pytest.mark.parametrize(("num_processes", "signum"), [(1, signal.SIGUSR1), (2, signal.SIGTERM)])
+def test_train_net_exits_with_the_preemption_status(tmp_path, num_processes, signum):
+    """The signal goes to train_net's process; with 2 CPU workers it forwards it to both, and they stop
+    after the same iteration."""
     out = tmp_path / "out"
     cmd = [
         sys.executable, "train_net.py", "--config-file", "configs/synthetic/tiny.yaml",
+        "--num-gpus", str(num_processes), "--dist-url", "auto",
         "SOLVER.MAX_ITER", "100000", "OUTPUT_DIR", str(out), "DATASETS.TEST", "()",
     ]  # fmt: skip
     env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"), OMP_NUM_THREADS="1")
@@ -86,7 +90,7 @@ def test_train_net_exits_with_the_preemption_status_on_sigusr1(tmp_path):
             assert process.poll() is None and time.monotonic() < deadline, "training did not start"
             time.sleep(0.5)
         time.sleep(1.0)
-        process.send_signal(signal.SIGUSR1)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
