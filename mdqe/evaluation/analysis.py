@@ -127,7 +127,7 @@ def analyze_ytvis(
         masks = level_masks(np.array([occlusion_scores[i] for i in ids], np.float64).reshape(-1))
         return {ann_id: masks[:, j] for j, ann_id in enumerate(ids)}
 
-    matching = match_ytvis(gt, results, occlusion_rows, len(OCCLUSION_LEVELS), all_pairs=breakdown)
+    matching = match_ytvis(gt, results, occlusion_rows, len(OCCLUSION_LEVELS))
     evaluation = summarize_matching(matching)
     names = {c["id"]: str(c.get("name", c["id"])) for c in gt["categories"]}
     per_category = {

@@ -11,7 +11,8 @@ order with its video IoU to the ground-truth tracks of its video (crowd ones lef
 - bkg: IoU < t_b (0.1) with every track.
 
 (TIDE tests cls before dupe: a duplicate of a matched track of its own category that also overlaps
-another category's track is a dupe here.)
+another category's track is a dupe here, which spares the IoUs with other categories' tracks for
+duplicates.)
 
 A ground-truth track that no prediction matches and that no cls or loc error points at is "missed".
 The AP gained by fixing a type is AP@t_f (COCO's 101-point AP, averaged over categories, equal to the
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .ytvis_metrics import IOU_THRESHOLDS, GroupMatch, YTVISMatching, _interpolated_precision
+from .ytvis_metrics import IOU_THRESHOLDS, GroupMatch, YTVISMatching, _interpolated_precision, _track_ious
 
 __all__ = ["ERROR_TYPES", "ErrorBreakdown", "PredictionError", "error_breakdown"]
 
@@ -133,17 +134,26 @@ def _classify_video(
     t_b: float,
     errors: list[PredictionError],
 ) -> None:
-    """Give each false positive of one video its type (appended to `errors`, linked from its entry)."""
-    if video.pair_ious is None:
-        raise ValueError("error_breakdown needs a matching made by match_ytvis(..., all_pairs=True)")
+    """Give each false positive of one video its type (appended to `errors`, linked from its entry).
+
+    The IoUs with other categories' tracks are computed in one batch, for the predictions that are not
+    duplicates (those are typed from their own category's IoUs).
+    """
     others = [(c, g) for c, (gts, _) in video.groups.items() for g in gts if not g.iscrowd]
-    columns = [video.cols[id(g)] for _, g in others]
-    for rec, d, entry in fps:
+    same, used = [], []
+    for rec, d, _ in fps:
         valid = ~np.array([g.iscrowd for g in rec.gts], bool).reshape(-1)
-        same = np.where(valid, rec.ious[d].reshape(-1), -1.0)
-        other_category = np.array([c != rec.category_id for c, _ in others], bool)
-        other = np.where(other_category, video.pair_ious[video.rows[id(rec.dts[d])], columns], -1.0)
-        kind, target, iou = _classify(same, other.reshape(-1), _used(rec, t), t_f, t_b)
+        same.append(np.where(valid, rec.ious[d].reshape(-1), -1.0))
+        used.append(_used(rec, t))
+    needed = [row for row, (s, u) in enumerate(zip(same, used)) if not ((s >= t_f) & u).any()]
+    other_ious = np.zeros((len(fps), len(others)))
+    if needed and others:
+        tracks = [fps[row][0].dts[fps[row][1]].track for row in needed]
+        num_pixels = video.size[0] * video.size[1]
+        other_ious[needed] = _track_ious(tracks, [g.track for _, g in others], num_pixels)
+    for row, (rec, d, entry) in enumerate(fps):
+        other = np.where([c != rec.category_id for c, _ in others], other_ious[row], -1.0).reshape(-1)
+        kind, target, iou = _classify(same[row], other, used[row], t_f, t_b)
         target_id = None
         if target is not None:
             target_id = (rec.gts[target[1]] if target[0] == "same" else others[target[1]][1]).ann_id

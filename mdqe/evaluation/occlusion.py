@@ -93,22 +93,34 @@ def frame_occlusion(
     frame = np.concatenate(list(frames)).astype(np.int64)
     own = np.concatenate(list(areas)).astype(np.float64)
     xywh = mask_util.toBbox(flat)  # (P, 4)
+    # Only the (instance, frame)s whose box meets another instance's box in that frame can cover or be
+    # covered: the others score 0.
+    corners = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
+    side = np.minimum(corners[:, None, 2:], corners[None, :, 2:]) - np.maximum(
+        corners[:, None, :2], corners[None, :, :2]
+    )
+    meets = (side > 0).all(-1) & (frame[:, None] == frame[None, :]) & (owner[:, None] != owner[None, :])
+    hit = np.flatnonzero(meets.any(1))
+    if not len(hit):
+        return out
     height, width = int(size[0]), int(size[1])
-    boxes = mask_util.frPyObjects(np.ascontiguousarray(xywh, np.float64), height, width)
+    boxes = mask_util.frPyObjects(np.ascontiguousarray(xywh[hit], np.float64), height, width)
     # Every (instance, frame) as a one-frame track: `_intersections` then gives |box_p & mask_q| for
     # the pairs of the same frame (0 across frames) in a few batched pycocotools calls.
+    hit_frames = frame[hit].tolist()
+    box_areas = (xywh[hit, 2] * xywh[hit, 3]).astype(np.int64).tolist()
     box_tracks = [
-        _Track(f + 1, np.array([f]), [b], np.array([int(w * h)]))
-        for f, b, (_, _, w, h) in zip(frame.tolist(), boxes, xywh)
+        _Track(f + 1, np.array([f]), [b], np.array([a])) for f, b, a in zip(hit_frames, boxes, box_areas)
     ]
     mask_tracks = [
-        _Track(f + 1, np.array([f]), [m], np.array([a]))
-        for f, m, a in zip(frame.tolist(), flat, own.astype(np.int64))
+        _Track(f + 1, np.array([f]), [flat[p]], np.array([int(own[p])])) for f, p in zip(hit_frames, hit)
     ]
-    inside = _intersections(box_tracks, mask_tracks, height * width).astype(np.float64)  # (P, P)
-    inside[owner[:, None] == owner[None, :]] = 0  # an instance does not occlude itself
+    inside = _intersections(box_tracks, mask_tracks, height * width).astype(np.float64)  # (Q, Q)
+    inside[owner[hit][:, None] == owner[hit][None, :]] = 0  # an instance does not occlude itself
+    covered = np.zeros(len(flat))
+    covered[hit] = inside.sum(1)
     box_area = xywh[:, 2] * xywh[:, 3]
-    others = np.minimum(inside.sum(1), np.maximum(box_area - own, 0))
+    others = np.minimum(covered, np.maximum(box_area - own, 0))
     score = np.divide(others, others + own, out=np.zeros_like(own), where=others + own > 0)
     start = 0
     for i, instance_frames in enumerate(frames):

@@ -87,14 +87,18 @@ def _decode_runs(codes: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np
     last = (codes & 0x20) == 0  # the final 5-bit chunk of each run length
     is_start = np.empty(n, dtype=bool)
     is_start[0], is_start[1:] = True, last[:-1]
-    chars = np.arange(n)
+    chars = np.arange(n, dtype=np.int32)
     position = chars - np.maximum.accumulate(np.where(is_start, chars, 0))  # chunk index within its run
-    values = np.add.reduceat((codes & 0x1F).astype(np.int64) << (5 * position), np.flatnonzero(is_start))
+    chunks = (codes & 0x1F).astype(np.int64)
+    later = np.flatnonzero(position)  # most run lengths fit one chunk: shift only the others
+    chunks[later] <<= 5 * position[later].astype(np.int64)
+    values = np.add.reduceat(chunks, np.flatnonzero(is_start))
     ends = np.flatnonzero(last)
     negative = (codes[ends] & 0x10) != 0
-    values[negative] -= np.left_shift(1, 5 * (position[ends][negative] + 1))
-    segment = np.searchsorted(np.cumsum(lengths), ends, side="right")  # string of each run
-    first_run = np.searchsorted(segment, np.arange(lengths.size))
+    values[negative] -= np.left_shift(1, 5 * (position[ends][negative].astype(np.int64) + 1))
+    runs_per_string = np.add.reduceat(last, np.concatenate(([0], np.cumsum(lengths)[:-1])))
+    first_run = np.concatenate(([0], np.cumsum(runs_per_string)[:-1]))
+    segment = np.repeat(np.arange(lengths.size), runs_per_string)  # string of each run
     index = np.arange(values.size) - first_run[segment]  # run index within its string
     # runs after the third are coded as differences to the run two before: undo by cumulative sums over
     # the runs of one parity (index >= 1), restarted at each string

@@ -364,11 +364,6 @@ class _Video:
 
     size: tuple[int, int]  # (height, width)
     groups: dict[int, tuple[list[_Instance], list[_Instance]]] = field(default_factory=dict)  # gt, dt
-    # With `match_ytvis(all_pairs=True)`: the video IoU of every counted prediction (the 100 best of
-    # each category) with every ground truth of the video; `rows` / `cols` index them by id(instance).
-    pair_ious: np.ndarray | None = None
-    rows: dict[int, int] = field(default_factory=dict)
-    cols: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -469,9 +464,7 @@ def _evaluate_group(
     if extra_ignore is not None:
         gt_ignore = np.concatenate([gt_ignore, gt_ignore[:1] | extra_ignore])
         dt_out = np.concatenate([dt_out, np.zeros((len(extra_ignore), len(dts)), bool)])
-    if gts and dts and video.pair_ious is not None:
-        ious = video.pair_ious[np.ix_([video.rows[id(d)] for d in dts], [video.cols[id(g)] for g in gts])]
-    elif gts and dts:
+    if gts and dts:
         ious = _track_ious([d.track for d in dts], [g.track for g in gts], video.size[0] * video.size[1])
     else:
         ious = np.zeros((len(dts), len(gts)))
@@ -567,7 +560,6 @@ def match_ytvis(
     results: Sequence[Mapping[str, Any]],
     extra_gt_ignore: Callable[[Mapping[Any, _Video]], Mapping[Any, np.ndarray]] | None = None,
     num_extra: int = 0,
-    all_pairs: bool = False,
 ) -> YTVISMatching:
     """Index and match every (video, category) group as the official API does (see `evaluate_ytvis`).
 
@@ -575,9 +567,6 @@ def match_ytvis(
         extra_gt_ignore: optional; given the indexed videos, returns {annotation id: (num_extra,) bool}
             for every ground truth: extra settings (rows 4.. of each record, in the "all" area range)
             that ignore those ground truths (the occlusion levels).
-        all_pairs: also compute the IoU of the predictions with the ground truth of the other categories
-            of their video (`_Video.pair_ious`, for the error breakdown), in one batch per video: the
-            same-category IoUs are taken from it, so the official numbers are unchanged.
     """
     videos, category_ids = _index(gt, results)
     extra = extra_gt_ignore(videos) if extra_gt_ignore is not None else None
@@ -585,8 +574,6 @@ def match_ytvis(
     per_category: list[list[GroupMatch]] = [[] for _ in category_ids]
     for video_id in sorted(videos):
         video = videos[video_id]
-        if all_pairs:
-            _fill_pair_ious(video)
         for category_id, (gts, dts) in video.groups.items():
             rows = None
             if extra is not None:
@@ -595,22 +582,6 @@ def match_ytvis(
             record.video_id, record.category_id = video_id, category_id
             per_category[slots[category_id]].append(record)
     return YTVISMatching(videos, tuple(category_ids), per_category)
-
-
-def _fill_pair_ious(video: _Video) -> None:
-    """Set `video.pair_ious`, `rows`, `cols` (see `_Video`)."""
-    dts, gts = [], []
-    for group_gts, group_dts in video.groups.values():
-        order = np.argsort([-d.score for d in group_dts], kind="mergesort")[: MAX_DETS[-1]]
-        dts += [group_dts[i] for i in order]
-        gts += group_gts
-    video.rows = {id(d): i for i, d in enumerate(dts)}
-    video.cols = {id(g): j for j, g in enumerate(gts)}
-    if dts and gts:
-        num_pixels = video.size[0] * video.size[1]
-        video.pair_ious = _track_ious([d.track for d in dts], [g.track for g in gts], num_pixels)
-    else:
-        video.pair_ious = np.zeros((len(dts), len(gts)))
 
 
 def summarize_matching(matching: YTVISMatching) -> YTVISEvalResult:
