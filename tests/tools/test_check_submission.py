@@ -10,8 +10,11 @@ import subprocess
 import sys
 import zipfile
 
+import hypothesis.strategies as st
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis.extra.numpy import arrays
 from pycocotools import mask as mask_utils
 
 from tests.conftest import REPO_ROOT
@@ -244,3 +247,15 @@ def test_what_the_evaluator_writes_passes_the_check_and_is_checked(checker, tmp_
     assert "Submission check: " in caplog.text and "4 predictions, 2 of 2 videos covered" in caplog.text
     report = checker.check_submission(str(tmp_path / "out" / "results.zip"), gt)
     assert report.ok, report.problems
+
+
+@given(arrays(np.bool_, st.tuples(st.integers(1, 24), st.integers(1, 24))))
+@settings(max_examples=200, deadline=None)
+def test_every_pycocotools_rle_decodes_and_a_wrong_frame_size_does_not(checker, mask):
+    counts = _rle(mask)["counts"]
+    pixels = mask.size
+    assert checker.rle_problems([counts, counts, counts], [pixels, pixels + 1, pixels - 1]) == [
+        None,
+        f"does not decode: run lengths add up to {pixels} pixels, not {pixels + 1}",
+        f"does not decode: run lengths add up to {pixels} pixels, not {pixels - 1}",
+    ]
