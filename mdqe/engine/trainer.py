@@ -114,7 +114,9 @@ class Trainer(DefaultTrainer):
         hooks = super().build_hooks()
         if self.cfg.SEED >= 0:
             hooks.insert(0, IterationSeeder(self.cfg.SEED))
-        hooks += [FrozenTrainingWarning(), PreemptionCheckpointer()]
+        # AMP's grad scaler skips the steps whose scaled gradients overflow, often the first few
+        frozen_check_iters = 20 if self.cfg.SOLVER.AMP.ENABLED else 3
+        hooks += [FrozenTrainingWarning(frozen_check_iters), PreemptionCheckpointer()]
         return hooks
 
     @classmethod
