@@ -20,7 +20,8 @@ memory. Weights are the models' own deterministic initialisation (torch.manual_s
 do not depend on trained weights, except through how many queries pass the score threshold.
 Every step runs in its own process with its own timeout, inside an overall budget; a failing step is
 reported and the next one runs. The result is one Markdown table, printed and written to
-OUTPUT_DIR/gpu_check.md (with OUTPUT_DIR/gpu_check.json and one log per step).
+OUTPUT_DIR/gpu_check.md, with OUTPUT_DIR/gpu_check.json (the same figures) and OUTPUT_DIR/gpu_check.log
+(every step's output): three files, whatever the number of steps.
 """
 
 from __future__ import annotations
@@ -796,26 +797,28 @@ def install_bundle(bundle: Path, site: Path, timeout: float) -> Rows:
     return [("offline install of the bundle", f"ok in {seconds:.0f} s: detectron2 0.6 + {names}; {status}")]
 
 
-def _run_step(name: str, args: argparse.Namespace, env: dict, deadline: float) -> tuple[Rows, str]:
-    """Run step `name` in a subprocess; returns its rows and '' or the reason it failed."""
-    out_json = args.output / f"step_{name}.json"
-    log = args.output / f"step_{name}.log"
+def _run_step(
+    name: str, args: argparse.Namespace, env: dict, work: Path, deadline: float
+) -> tuple[Rows, str]:
+    """Run step `name` in a subprocess (its rows to work/step_NAME.json, its output to work/step_NAME.log);
+    returns its rows and '' or the reason it failed."""
+    out_json, log = work / f"step_{name}.json", work / f"step_{name}.log"
     timeout = min(STEP_SECONDS[name], deadline - time.monotonic())
     if timeout < 10:
         return [], "not run: out of the overall time budget"
-    cmd = [sys.executable, __file__, "--step", name, "--bundle", str(args.bundle), str(args.output)]
+    cmd = [sys.executable, __file__, "--step", name, "--bundle", str(args.bundle), str(work)]
     cmd += ["--dry-run"] if args.dry_run else []
     start = time.monotonic()
     with log.open("w") as f:
         try:
             proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
         except subprocess.TimeoutExpired:
-            return [], f"timed out after {timeout:.0f} s (log: {log.name})"
+            return [], f"timed out after {timeout:.0f} s (gpu_check.log)"
     seconds = time.monotonic() - start
     if proc.returncode != 0 or not out_json.exists():
-        lines = [line for line in log.read_text().splitlines() if line.strip()]
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
         last = lines[-1][:300] if lines else ""
-        return [], f"failed (exit {proc.returncode}) after {seconds:.0f} s: {last} (log: {log.name})"
+        return [], f"failed (exit {proc.returncode}) after {seconds:.0f} s: {last} (gpu_check.log)"
     return [tuple(row) for row in json.loads(out_json.read_text())], ""
 
 
@@ -833,39 +836,51 @@ def render_table(results: dict[str, tuple[Rows, str]], dry_run: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _install(args: argparse.Namespace, site: Path) -> tuple[tuple[Rows, str], bool]:
+    """The install step's result, and whether `site` now holds packages the steps need."""
+    label = "offline install of the bundle"
+    lacking = [m for m in BUNDLED_MODULES if importlib.util.find_spec(m) is None]
+    why_not = bundle_fits_this_python(args.bundle)
+    if not lacking:
+        return ([(label, "not needed: all already importable")], ""), False
+    if why_not:
+        if args.dry_run:
+            return ([(label, f"skipped (dry run): {why_not}")], ""), False
+        return ([], f"{', '.join(lacking)} missing and {why_not}"), False
+    try:
+        return (install_bundle(args.bundle, site, STEP_SECONDS["install"]), ""), True
+    except (subprocess.SubprocessError, RuntimeError) as e:
+        return ([], f"failed: ...{str(e)[-400:]}"), True
+
+
 def run_all(args: argparse.Namespace) -> int:
+    """Every step in order, within the budget; writes OUTPUT/gpu_check.md, .json and .log (three files)."""
     args.output.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.budget
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     results: dict[str, tuple[Rows, str]] = {}
-    with tempfile.TemporaryDirectory(prefix="mdqe-gpu-site-") as site:
-        lacking = [m for m in BUNDLED_MODULES if importlib.util.find_spec(m) is None]
-        why_not = bundle_fits_this_python(args.bundle)
-        if not lacking:
-            results["install"] = (
-                [("offline install of the bundle", "not needed: all already importable")],
-                "",
+    with tempfile.TemporaryDirectory(prefix="mdqe-gpu-check-") as tmp:
+        site, work = Path(tmp) / "site", Path(tmp) / "work"
+        work.mkdir()
+        results["install"], installed = _install(args, site)
+        if installed:
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(site), str(REPO), os.environ.get("PYTHONPATH")])
             )
-        elif args.dry_run and why_not:
-            results["install"] = ([("offline install of the bundle", f"skipped (dry run): {why_not}")], "")
-        elif why_not:
-            results["install"] = ([], f"{', '.join(lacking)} missing and {why_not}")
-        else:
-            try:
-                results["install"] = (install_bundle(args.bundle, Path(site), STEP_SECONDS["install"]), "")
-            except (subprocess.SubprocessError, RuntimeError) as e:
-                results["install"] = ([], f"failed: ...{str(e)[-400:]}")
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [site, str(REPO), os.environ.get("PYTHONPATH")]))
         for name in STEPS:
             print(f"gpu_check: step {name} ...", flush=True)
-            results[name] = _run_step(name, args, env, deadline)
+            results[name] = _run_step(name, args, env, work, deadline)
             if results[name][1]:
                 print(f"gpu_check: step {name} {results[name][1]}", flush=True)
+        with (args.output / "gpu_check.log").open("w") as log:
+            for name in STEPS:
+                step_log = work / f"step_{name}.log"
+                if step_log.exists():
+                    log.write(f"===== step {name} =====\n{step_log.read_text(errors='replace')}\n")
     table = render_table(results, args.dry_run)
     (args.output / "gpu_check.md").write_text(table)
-    (args.output / "gpu_check.json").write_text(
-        json.dumps({k: {"rows": v[0], "error": v[1]} for k, v in results.items()})
-    )
+    summary = {k: {"rows": v[0], "error": v[1]} for k, v in results.items()}
+    (args.output / "gpu_check.json").write_text(json.dumps(summary, indent=1))
     print(table)
     return 1 if any(error for _, error in results.values()) else 0
 
@@ -874,7 +889,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("output", nargs="?", type=Path, help="folder for gpu_check.md, .json and the logs")
+    parser.add_argument("output", nargs="?", type=Path, help="folder for gpu_check.md, .json and .log")
     parser.add_argument(
         "--prepare", action="store_true", help="gather the offline bundle (needs pip's index)"
     )
