@@ -44,6 +44,8 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
+from ..utils.rle import encode_mask
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -91,7 +93,7 @@ class SplitSpec:
     min_visible_pixels: int = 12
 
 
-# 80 validation videos: with 12, changing only the training seed moved the main job's AP by ~5 points
+# 80 validation videos keep the main job's AP stable across training seeds (BENCHMARKS.md "Main job")
 DEFAULT_SPLITS: dict[str, SplitSpec] = {
     "train": SplitSpec(num_videos=200),
     "valid": SplitSpec(num_videos=80, min_occlusion=0.4),
@@ -270,12 +272,6 @@ def _coco_spec() -> SplitSpec:
     return SplitSpec(num_videos=0, min_length=1, max_length=1, min_instances=2, max_instances=6)
 
 
-def _encode_rle(mask: np.ndarray) -> dict:
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
 def _categories_json() -> list[dict]:
     return [{"id": i, "name": name, "supercategory": "shape"} for i, name, _ in SYNTHETIC_CATEGORIES]
 
@@ -303,7 +299,7 @@ def _write_video_split(out_dir: str, split: str, spec: SplitSpec, seed: int) -> 
             segms, bboxes, areas = [], [], []
             for frame_mask in mask:
                 if frame_mask.any():
-                    rle = _encode_rle(frame_mask)
+                    rle = encode_mask(frame_mask, text=True)
                     segms.append(rle)
                     bboxes.append(mask_util.toBbox(rle).tolist())
                     areas.append(int(mask_util.area(rle)))
@@ -353,7 +349,7 @@ def _write_coco_images(out_dir: str, image_dir: str, json_name: str, split: str,
         for mask, category_id in zip(video.masks[:, 0], video.category_ids):
             if not mask.any():
                 continue
-            rle = _encode_rle(mask)
+            rle = encode_mask(mask, text=True)
             annotations.append(
                 {
                     "id": len(annotations) + 1,
