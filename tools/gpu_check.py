@@ -301,7 +301,8 @@ def _sync() -> None:
 
 
 class _Peak:
-    """Peak memory of the enclosed block: torch's CUDA allocator peak, or on CPU the process's peak RSS."""
+    """Total peak memory of the enclosed block (weights included): torch's CUDA allocator peak, or on CPU
+    the process's peak RSS (the benchmarks' mdqe.utils.memory.PeakRSS)."""
 
     def __init__(self, cuda: bool):
         self.cuda = cuda
@@ -310,12 +311,14 @@ class _Peak:
     def __enter__(self) -> _Peak:
         import torch
 
+        from mdqe.utils.memory import PeakRSS
+
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         else:
-            Path("/proc/self/clear_refs").write_text("5")  # VmHWM restarts from the current RSS
+            self.rss = PeakRSS().__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -325,9 +328,18 @@ class _Peak:
             torch.cuda.synchronize()
             self.value = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
         else:
-            status = Path("/proc/self/status").read_text()
-            kib = int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1))
-            self.value = f"{kib / 2**20:.2f} GiB RSS"
+            self.rss.__exit__(*exc)
+            self.value = "n/a" if self.rss.peak_kib is None else f"{self.rss.peak_kib / 2**20:.2f} GiB RSS"
+
+
+def _benchmark_module():
+    """tools/benchmarks/benchmark.py (its synthetic video frames and training clips), loaded by path."""
+    spec = importlib.util.spec_from_file_location(
+        "mdqe_benchmark", REPO / "tools" / "benchmarks" / "benchmark.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def step_env(dry_run: bool, bundle: Path) -> Rows:
@@ -572,18 +584,6 @@ def _build_model(config: str, cuda: bool, dry_run: bool):
     return cfg, MDQE(cfg).to(cfg.MODEL.DEVICE)
 
 
-def _frames(num: int, height: int, width: int, seed: int = 0) -> list:
-    """num (3, height, width) uint8 frames of smooth random texture."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    small = torch.rand(num, 3, max(height // 16, 1), max(width // 16, 1), generator=gen) * 255
-    frames = torch.nn.functional.interpolate(
-        small, size=(height, width), mode="bilinear", align_corners=False
-    )
-    return list(frames.to(torch.uint8))
-
-
 def _autocast(cuda: bool, enabled: bool):
     import torch
 
@@ -606,6 +606,7 @@ def step_inference(dry_run: bool, bundle: Path) -> Rows:
     import torch
 
     cuda = torch.cuda.is_available()
+    frames = _benchmark_module().synthetic_frames
     runs = (("R50_ovis_360", 360, 640), ("swinl_ovis", 480, 854))
     num_frames = 4 if dry_run else 60
     rows: Rows = []
@@ -614,11 +615,11 @@ def step_inference(dry_run: bool, bundle: Path) -> Rows:
             height, width = 32, 64
         _, model = _build_model(config, cuda, dry_run)
         model.eval()
-        video = {"image": _frames(num_frames, height, width), "height": height, "width": width}
+        video = {"image": frames(num_frames, height, width), "height": height, "width": width}
         for prec, amp in (("fp32", False), ("AMP", True)):
             with torch.no_grad(), _autocast(cuda, amp):
                 if not dry_run:  # warm-up: cuDNN autotuning, allocator growth, lazy initialisation
-                    model([{"image": _frames(4, height, width, seed=1), "height": height, "width": width}])
+                    model([{"image": frames(4, height, width, seed=1), "height": height, "width": width}])
                 with _Peak(cuda) as peak:
                     start = time.perf_counter()
                     out = model([video])
@@ -636,26 +637,6 @@ def step_inference(dry_run: bool, bundle: Path) -> Rows:
         if cuda:
             torch.cuda.empty_cache()
     return rows
-
-
-def _training_clip(num_frames: int, height: int, width: int, num_classes: int, seed: int) -> dict:
-    """A training clip (the dataset mapper's output format) with three moving rectangles."""
-    import torch
-    from detectron2.structures import BitMasks, Instances
-
-    instances = []
-    for t in range(num_frames):
-        masks = torch.zeros(3, height, width, dtype=torch.bool)
-        for n in range(3):
-            y0, x0 = (height // 5) * (n + 1) - height // 10 + t, (width // 5) * (n + 1) - width // 10 + 2 * t
-            masks[n, y0 : y0 + height // 4, x0 : x0 + width // 4] = True
-        inst = Instances((height, width))
-        inst.gt_classes = (torch.arange(3) + seed) % num_classes
-        inst.gt_ids = torch.arange(3)
-        inst.gt_masks = BitMasks(masks)
-        inst.gt_boxes = inst.gt_masks.get_bounding_boxes()
-        instances.append(inst)
-    return {"image": _frames(num_frames, height, width, seed=seed), "instances": instances}
 
 
 def _time_training(
@@ -691,7 +672,8 @@ def step_training(dry_run: bool, bundle: Path) -> Rows:
     model.train()
     height, width = (32, 64) if dry_run else (384, 640)
     num_frames, num_classes = cfg.INPUT.SAMPLING_FRAME_NUM, cfg.MODEL.MDQE.NUM_CLASSES
-    batch = [_training_clip(num_frames, height, width, num_classes, seed) for seed in range(2)]
+    clip = _benchmark_module().synthetic_clip(num_frames, height, width, num_classes)
+    batch = [clip, clip]
     rows: Rows = []
     for prec, amp in (("fp32", False), ("AMP", True)):
         iters, warmup = (1, 0) if dry_run else (5, 2)
