@@ -143,7 +143,7 @@ def _new_figure(width: float, height: float) -> tuple[Any, Any]:
     return figure, figure.add_subplot()
 
 
-def _bars(values: Mapping[str, float], ylabel: str, width: float = 8.0) -> Any:
+def _bars(values: Mapping[str, float], ylabel: str, width: float = 8.0, percent_axis: bool = True) -> Any:
     figure, ax = _new_figure(max(4.0, min(width, 0.35 * len(values) + 2)), 3.0)
     names = list(values)
     heights = [0.0 if math.isnan(v) else v for v in values.values()]
@@ -155,7 +155,8 @@ def _bars(values: Mapping[str, float], ylabel: str, width: float = 8.0) -> Any:
         ha="right" if len(names) > 6 else "center",
     )
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, max(100.0, max(heights, default=0)))
+    top = max(heights, default=0)
+    ax.set_ylim(0, max(100.0, top) if percent_axis else max(1.0, 1.15 * top))
     for i, v in enumerate(values.values()):
         if math.isnan(v):
             ax.text(i, 1, "n/a", ha="center", fontsize=8, color="#777")
@@ -195,7 +196,8 @@ def _pr_plot(result: YTVISAnalysis) -> Any:
 
 
 def _error_plot(result: YTVISAnalysis) -> Any:
-    return _bars({kind: result.breakdown.delta_ap[kind] for kind in ERROR_TYPES}, "AP gained by fixing")
+    gains = {kind: result.breakdown.delta_ap[kind] for kind in ERROR_TYPES}
+    return _bars(gains, "AP gained by fixing", percent_axis=False)
 
 
 def _error_caption(result: YTVISAnalysis) -> str:
