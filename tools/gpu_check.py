@@ -357,7 +357,10 @@ def step_env(dry_run: bool, bundle: Path) -> Rows:
     smi = shutil.which("nvidia-smi")
     if smi:
         proc = subprocess.run(
-            [smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True
+            [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         driver = (
             proc.stdout.strip().splitlines()[0] if proc.returncode == 0 and proc.stdout.strip() else "n/a"
@@ -365,7 +368,7 @@ def step_env(dry_run: bool, bundle: Path) -> Rows:
     nvcc = shutil.which("nvcc") or (Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin" / "nvcc")
     nvcc_version = "not found"
     if Path(nvcc).exists():
-        out = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True).stdout
+        out = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True, timeout=30).stdout
         match = re.search(r"release ([\d.]+)", out)
         nvcc_version = match.group(1) if match else "unknown"
     commit = _git("rev-parse", "HEAD")
