@@ -51,8 +51,12 @@ TARGET_PLATFORMS = (
     "manylinux2014_x86_64",
     "manylinux1_x86_64",
 )
-# What the bundle must provide, with requirements.txt's pins: detectron2 v0.6's runtime requirements and
-# MDQE's own that a machine with just torch and the scientific stack lacks.
+# What the bundle must provide (requirements.txt's pins, else the versions installed here), resolved with
+# their own requirements for the target: detectron2 v0.6's install_requires and MDQE's requirements.txt
+# minus GPU_PROVIDED. Left out of detectron2's list: tensorboard (on the GPU machine, and used only by
+# detectron2's TensorboardXWriter), black (imported only inside LazyConfig.format), future and pydot
+# (imported nowhere in its Python sources: caffe2 export). tabulate, cloudpickle and portalocker are on
+# that machine's image too; they are a few kB, and installed only where missing.
 BUNDLED = (
     "pycocotools",
     "fvcore",
