@@ -44,6 +44,8 @@ _require_dependencies()
 # detectron2 v0.6 scripts a few helpers at import time, which recent PyTorch flags on every run.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
+# detectron2 v0.6 uses PIL.Image.LINEAR, which Pillow >= 10 removed: restore it before detectron2 is imported
+import mdqe.utils.compat  # noqa: E402, F401  # isort: skip
 import torch  # noqa: E402
 from detectron2.config import CfgNode, get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog  # noqa: E402
