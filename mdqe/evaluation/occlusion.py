@@ -71,6 +71,10 @@ def level_masks(scores: np.ndarray) -> np.ndarray:
     return (scores[None, :] < bounds[:, :1]) | (scores[None, :] > bounds[:, 1:])
 
 
+# Instance-frames intersected per batch: bounds the (Q, Q) intersection matrix of long videos.
+_FRAMES_PER_BATCH = 32
+
+
 def frame_occlusion(
     frames: Sequence[np.ndarray], rles: Sequence[Sequence[dict]], areas: Sequence[np.ndarray], size: tuple
 ) -> list[np.ndarray]:
@@ -85,48 +89,66 @@ def frame_occlusion(
     Returns:
         N (n_i,) float arrays, the score of instance i in each of its frames.
     """
-    out = [np.zeros(len(f)) for f in frames]
     flat = [rle for instance in rles for rle in instance]
     if len(frames) < 2 or not flat:
-        return out
+        return [np.zeros(len(f)) for f in frames]
     owner = np.repeat(np.arange(len(frames)), [len(f) for f in frames])
     frame = np.concatenate(list(frames)).astype(np.int64)
     own = np.concatenate(list(areas)).astype(np.float64)
     xywh = mask_util.toBbox(flat)  # (P, 4)
-    # Only the (instance, frame)s whose box meets another instance's box in that frame can cover or be
-    # covered: the others score 0.
-    corners = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
-    side = np.minimum(corners[:, None, 2:], corners[None, :, 2:]) - np.maximum(
-        corners[:, None, :2], corners[None, :, :2]
-    )
-    meets = (side > 0).all(-1) & (frame[:, None] == frame[None, :]) & (owner[:, None] != owner[None, :])
-    hit = np.flatnonzero(meets.any(1))
-    if not len(hit):
-        return out
-    height, width = int(size[0]), int(size[1])
-    boxes = mask_util.frPyObjects(np.ascontiguousarray(xywh[hit], np.float64), height, width)
-    # Every (instance, frame) as a one-frame track: `_intersections` then gives |box_p & mask_q| for
-    # the pairs of the same frame (0 across frames) in a few batched pycocotools calls.
-    hit_frames = frame[hit].tolist()
-    box_areas = (xywh[hit, 2] * xywh[hit, 3]).astype(np.int64).tolist()
-    box_tracks = [
-        _Track(f + 1, np.array([f]), [b], np.array([a])) for f, b, a in zip(hit_frames, boxes, box_areas)
-    ]
-    mask_tracks = [
-        _Track(f + 1, np.array([f]), [flat[p]], np.array([int(own[p])])) for f, p in zip(hit_frames, hit)
-    ]
-    inside = _intersections(box_tracks, mask_tracks, height * width).astype(np.float64)  # (Q, Q)
-    inside[owner[hit][:, None] == owner[hit][None, :]] = 0  # an instance does not occlude itself
     covered = np.zeros(len(flat))
-    covered[hit] = inside.sum(1)
-    box_area = xywh[:, 2] * xywh[:, 3]
-    others = np.minimum(covered, np.maximum(box_area - own, 0))
+    hit = np.flatnonzero(_box_meets_another(owner, frame, xywh, len(frames)))
+    height, width = int(size[0]), int(size[1])
+    last = int(frame.max()) + 1 if len(hit) else 0
+    for start in range(0, last, _FRAMES_PER_BATCH):
+        batch = hit[(frame[hit] >= start) & (frame[hit] < start + _FRAMES_PER_BATCH)]
+        if len(batch):
+            covered[batch] = _covered_pixels(batch, owner, frame, xywh, flat, own, height, width)
+    others = np.minimum(covered, np.maximum(xywh[:, 2] * xywh[:, 3] - own, 0))
     score = np.divide(others, others + own, out=np.zeros_like(own), where=others + own > 0)
-    start = 0
-    for i, instance_frames in enumerate(frames):
-        out[i] = score[start : start + len(instance_frames)]
-        start += len(instance_frames)
-    return out
+    return np.split(score, np.cumsum([len(f) for f in frames])[:-1])
+
+
+def _box_meets_another(owner: np.ndarray, frame: np.ndarray, xywh: np.ndarray, num: int) -> np.ndarray:
+    """(P,) bool: the box of instance-frame p overlaps another instance's box in that frame (only those
+    can be covered; the others score 0)."""
+    num_frames = int(frame.max()) + 1
+    boxes = np.full((num, num_frames, 4), np.nan)
+    boxes[owner, frame, :2] = xywh[:, :2]
+    boxes[owner, frame, 2:] = xywh[:, :2] + xywh[:, 2:]
+    side = np.minimum(boxes[:, None, :, 2:], boxes[None, :, :, 2:]) - np.maximum(
+        boxes[:, None, :, :2], boxes[None, :, :, :2]
+    )  # (N, N, T, 2); NaN where either is absent
+    with np.errstate(invalid="ignore"):
+        meets = (side > 0).all(-1)
+    meets[np.arange(num), np.arange(num)] = False
+    return meets.any(1)[owner, frame]
+
+
+def _covered_pixels(
+    batch: np.ndarray,
+    owner: np.ndarray,
+    frame: np.ndarray,
+    xywh: np.ndarray,
+    flat: Sequence[dict],
+    own: np.ndarray,
+    height: int,
+    width: int,
+) -> np.ndarray:
+    """(Q,) pixels of the other instances' masks inside the box of each instance-frame of `batch`."""
+    boxes = mask_util.frPyObjects(np.ascontiguousarray(xywh[batch], np.float64), height, width)
+    # Every instance-frame as a one-frame track: `_intersections` then gives |box_p & mask_q| for the
+    # pairs of the same frame (0 across frames) in a few batched pycocotools calls.
+    batch_frame = frame[batch]
+    box_area = (xywh[batch, 2] * xywh[batch, 3]).astype(np.int64)
+    mask_area = own[batch].astype(np.int64)
+    box_tracks, mask_tracks = [], []
+    for k, (f, p) in enumerate(zip(batch_frame.tolist(), batch.tolist())):
+        box_tracks.append(_Track(f + 1, batch_frame[k : k + 1], [boxes[k]], box_area[k : k + 1]))
+        mask_tracks.append(_Track(f + 1, batch_frame[k : k + 1], [flat[p]], mask_area[k : k + 1]))
+    inside = _intersections(box_tracks, mask_tracks, height * width).astype(np.float64)  # (Q, Q)
+    inside[owner[batch][:, None] == owner[batch][None, :]] = 0  # an instance does not occlude itself
+    return inside.sum(1)
 
 
 def instance_occlusion_scores(videos: Mapping[Any, Any]) -> dict[Any, float]:
