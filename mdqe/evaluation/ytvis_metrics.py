@@ -487,7 +487,9 @@ def _accumulate(
     num_t, num_r, num_k = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(per_category)
     precision = -np.ones((num_t, num_r, num_k, len(settings), len(max_dets)))
     recall = -np.ones((num_t, num_k, len(settings), len(max_dets)))
-    rows = list(settings)
+    rows: slice | list[int] = list(settings)
+    if rows == list(range(rows[0], rows[-1] + 1)):
+        rows = slice(rows[0], rows[-1] + 1)  # a view, not a copy, of each record's settings
     for k, records in enumerate(per_category):
         if not records:
             continue
@@ -497,7 +499,7 @@ def _accumulate(
             order = np.argsort(-scores, kind="mergesort")
             credited = np.concatenate([rec.credited[rows, :, :max_det] for rec in records], -1)[..., order]
             ignored = np.concatenate([rec.ignored[rows, :, :max_det] for rec in records], -1)[..., order]
-            for a in range(len(rows)):
+            for a in range(len(settings)):
                 if num_positive[a] == 0:
                     continue
                 tp = np.cumsum(credited[a] & ~ignored[a], axis=1).astype(np.float64)
