@@ -120,33 +120,58 @@ def analyze_ytvis(
     """The official evaluation of `results` (see `evaluate_ytvis`) with the per-category, per-video and
     occlusion-level APs and, with `breakdown`, the error breakdown at IoU 0.5."""
     occlusion_scores: dict[Any, float] = {}
+    partial: list[int] = []  # levels holding some, not all, of the non-crowd ground truth
 
     def occlusion_rows(videos: Mapping[Any, Any]) -> dict[Any, np.ndarray]:
         occlusion_scores.update(instance_occlusion_scores(videos))
         ids = list(occlusion_scores)
-        masks = level_masks(np.array([occlusion_scores[i] for i in ids], np.float64).reshape(-1))
-        return {ann_id: masks[:, j] for j, ann_id in enumerate(ids)}
+        outside = level_masks(np.array([occlusion_scores[i] for i in ids], np.float64).reshape(-1))  # (L, N)
+        crowd = {g.ann_id for v in videos.values() for gts, _ in v.groups.values() for g in gts if g.iscrowd}
+        counted = outside[:, [i not in crowd for i in ids]]
+        partial.extend(k for k in range(len(OCCLUSION_LEVELS)) if counted[k].any() and not counted[k].all())
+        return {ann_id: outside[partial, j] for j, ann_id in enumerate(ids)}
 
-    matching = match_ytvis(gt, results, occlusion_rows, len(OCCLUSION_LEVELS))
+    matching = match_ytvis(gt, results, occlusion_rows)
     evaluation = summarize_matching(matching)
     names = {c["id"]: str(c.get("name", c["id"])) for c in gt["categories"]}
     per_category = {
         c: _percent(evaluation.precision[:, :, k, 0, -1]) for k, c in enumerate(evaluation.category_ids)
     }
-    num_area = evaluation.precision.shape[3]
-    levels = range(num_area, num_area + len(OCCLUSION_LEVELS))
-    occ_precision, _ = _accumulate(matching.per_category, settings=levels, max_dets=(MAX_DETS[-1],))
-    occlusion = {level: _percent(occ_precision[:, :, :, i, 0]) for i, level in enumerate(OCCLUSION_LEVELS)}
     return YTVISAnalysis(
         evaluation=evaluation,
         category_names={c: names.get(c, str(c)) for c in evaluation.category_ids},
         per_category=per_category,
-        occlusion=occlusion,
+        occlusion=_occlusion_ap(matching, evaluation, occlusion_scores, partial),
         occlusion_scores=occlusion_scores,
         per_video=_per_video(matching, occlusion_scores),
         breakdown=error_breakdown(matching) if breakdown else None,
         pr_curves=_pr_curves(evaluation.precision),
     )
+
+
+def _occlusion_ap(
+    matching: YTVISMatching, evaluation: YTVISEvalResult, scores: Mapping[Any, float], partial: Sequence[int]
+) -> dict[str, float]:
+    """AP of each occlusion level: from the extra setting rows for the `partial` levels; a level with all
+    the (non-crowd) ground truth is the "all" setting, one with none has no AP."""
+    num_area = evaluation.precision.shape[3]
+    rows = range(num_area, num_area + len(partial))
+    precision, _ = (
+        _accumulate(matching.per_category, settings=rows, max_dets=(MAX_DETS[-1],))
+        if partial
+        else (None, None)
+    )
+    counts = dict.fromkeys(OCCLUSION_LEVELS, 0)
+    for score in scores.values():
+        for level, (low, high) in OCCLUSION_LEVELS.items():
+            counts[level] += low <= score <= high
+    out = {}
+    for k, level in enumerate(OCCLUSION_LEVELS):
+        if k in partial:
+            out[level] = _percent(precision[:, :, :, list(partial).index(k), 0])
+        else:
+            out[level] = _percent(evaluation.precision[:, :, :, 0, -1]) if counts[level] else math.nan
+    return out
 
 
 def _pr_curves(precision: np.ndarray) -> dict[str, np.ndarray]:

@@ -561,17 +561,17 @@ def match_ytvis(
     gt: Mapping[str, Any],
     results: Sequence[Mapping[str, Any]],
     extra_gt_ignore: Callable[[Mapping[Any, _Video]], Mapping[Any, np.ndarray]] | None = None,
-    num_extra: int = 0,
 ) -> YTVISMatching:
     """Index and match every (video, category) group as the official API does (see `evaluate_ytvis`).
 
     Args:
-        extra_gt_ignore: optional; given the indexed videos, returns {annotation id: (num_extra,) bool}
-            for every ground truth: extra settings (rows 4.. of each record, in the "all" area range)
+        extra_gt_ignore: optional; given the indexed videos, returns {annotation id: (E,) bool} for
+            every ground truth: E extra settings (rows 4.. of each record, in the "all" area range)
             that ignore those ground truths (the occlusion levels).
     """
     videos, category_ids = _index(gt, results)
     extra = extra_gt_ignore(videos) if extra_gt_ignore is not None else None
+    num_extra = len(next(iter(extra.values()))) if extra else 0
     slots = {c: k for k, c in enumerate(category_ids)}
     per_category: list[list[GroupMatch]] = [[] for _ in category_ids]
     for video_id in sorted(videos):

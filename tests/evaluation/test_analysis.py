@@ -123,6 +123,15 @@ def test_ovis_occlusion_labels_give_the_level_ap():
     assert analysis.occlusion["moderate"] == 0.0
 
 
+def test_a_level_holding_every_track_has_the_ap_and_an_empty_level_has_none():
+    gt, results = random_case(2)
+    for ann in gt["annotations"]:
+        ann["occlusion"] = ["no_occlusion"] * len(ann["segmentations"])  # all slightly occluded
+    analysis = analyze_ytvis(gt, results)
+    assert analysis.occlusion["slight"] == pytest.approx(analysis.metrics["AP"])
+    assert math.isnan(analysis.occlusion["moderate"]) and math.isnan(analysis.occlusion["heavy"])
+
+
 def test_mask_occlusion_counts_other_instances_pixels_inside_the_bounding_box():
     # A: the 4x4 square at the origin without its bottom-right 2x2 corner, which B (2x4) covers.
     a = rect(8, 8, 0, 0, 4, 4) & ~rect(8, 8, 2, 2, 4, 4)
