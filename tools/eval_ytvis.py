@@ -32,7 +32,7 @@ import sys
 import zipfile
 from typing import Any
 
-from mdqe.evaluation import analysis, ytvis_metrics
+from mdqe.evaluation import ytvis_metrics
 
 
 class InputError(Exception):
@@ -97,7 +97,8 @@ def load_results(path: str, video_ids: set) -> list:
     return results
 
 
-def _text_breakdown(result: analysis.YTVISAnalysis) -> str:
+def _text_breakdown(result: Any) -> str:
+    """AP per category and occlusion level and the error table of a `YTVISAnalysis`."""
     lines = ["", "AP per category:"]
     lines += [f"  {result.category_names[c]:<24} {_fmt(ap)}" for c, ap in result.per_category.items()]
     lines.append("AP per occlusion level (OVIS APso / APmo / APho):")
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     gt = load_gt(args.gt)
     video_ids = {v["id"] for v in gt["videos"]}
+    if args.gt_long or args.breakdown or args.report:
+        from mdqe.evaluation import analysis  # the plain evaluation does not need it
     if args.gt_long:
         gt_long = load_gt(args.gt_long)
         results = load_results(args.results, video_ids | {v["id"] for v in gt_long["videos"]})
