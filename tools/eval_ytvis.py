@@ -161,16 +161,12 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(ytvis_metrics.format_summary(detailed.evaluation) + _text_breakdown(detailed))
     if args.report:
-        from mdqe.evaluation.report import write_report
+        from mdqe.evaluation.report import render_report, write_report
 
-        write_report(
-            args.report,
-            detailed,
-            gt,
-            results,
-            image_root=args.image_root,
-            title=os.path.basename(args.results),
+        html = render_report(
+            detailed, gt, results, image_root=args.image_root, title=os.path.basename(args.results)
         )
+        write_report(args.report, html)
         print(f"wrote {args.report}", file=sys.stderr)
     return 0
 

@@ -40,31 +40,11 @@ _COLORS = np.array(
 )  # fmt: skip
 
 
-def write_report(
-    path: str,
-    result: YTVISAnalysis,
-    gt: Mapping[str, Any],
-    results: Sequence[Mapping[str, Any]],
-    *,
-    image_root: str | None = None,
-    title: str = "",
-    num_worst: int = 5,
-    extra_metrics: Mapping[str, float] | None = None,
-) -> None:
-    """Write `render_report(...)` to `path` (utf-8)."""
-    text = render_report(
-        result,
-        gt,
-        results,
-        image_root=image_root,
-        title=title,
-        num_worst=num_worst,
-        extra_metrics=extra_metrics,
-    )
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+def write_report(path: str, html: str) -> None:
+    """Write a report made by `render_report` to `path` (utf-8), creating its folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+        f.write(html)
 
 
 def render_report(

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from mdqe.evaluation.analysis import analyze_ytvis
-from mdqe.evaluation.report import write_report
+from mdqe.evaluation.report import render_report, write_report
 
 REPO = Path(__file__).resolve().parents[2]
 FLAGS = [
@@ -88,7 +88,10 @@ def report(tmp_path_factory) -> tuple[Path, object]:
             )  # fmt: skip
     analysis = analyze_ytvis(gt, results)
     page = root / "report.html"
-    write_report(str(page), analysis, gt, results, image_root=str(root / "valid" / "JPEGImages"), title="t")
+    write_report(
+        str(page),
+        render_report(analysis, gt, results, image_root=str(root / "valid" / "JPEGImages"), title="t"),
+    )
     return page, analysis
 
 
