@@ -1,14 +1,13 @@
-"""The main job's model (configs/synthetic/R18_synthetic.yaml with 32 mask prototypes), trained from
-scratch, overfits a 2-video synthetic set: the loss falls by more than 90% and the YouTube-VIS AP on the
-same two videos is above 90 (issue 7).
+"""The main job's model (configs/synthetic/R18_synthetic.yaml: fine-tuned from the shipped image-pretrained
+checkpoint through the 1 -> 2 frame inflation) overfits a 2-video synthetic set: the loss falls by more than
+70% and the YouTube-VIS AP on the same two videos is above 90.
 
-Measured: AP 94.5 after 2000 iterations at 224 x 224 (this test; the total loss fell by 96%). The frames are
-larger than the 64 x 64 of the other engine tests because the mask features are computed from the stride-8
-encoder map (then upsampled to stride 4), so small frames cap the mask IoU and with it the AP at the strict
-IoU thresholds: at 64 px even the stride-4 ground truth, upsampled back, has a mean IoU of only 0.81 with
-the full-resolution masks, and at 160 px the same model reaches AP 88.6 (AP50 and AP75 100) after 2000
-iterations. The smaller model of configs/synthetic/tiny.yaml (4 mask prototypes) gets AP 24 after 600
-iterations.
+Starting from the pre-trained weights makes this both the check that the video path can fit (mask
+quality, tracking across clips, inference) and a short test; from scratch it needed 2000 iterations
+(~17 minutes; BENCHMARKS.md "Main job"). The frames are 224 x 224 because the mask features are computed
+from the stride-8 encoder map (then upsampled to stride 4): small frames cap the mask IoU and with it the AP
+at the strict IoU thresholds (at 160 px, ground truth averaged to stride 8 and upsampled back has a video
+IoU of only 0.84-0.96 with the full-resolution masks; 0.90-0.97 at 224 px).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.slow
 CONFIG = REPO_ROOT / "configs" / "synthetic" / "R18_synthetic.yaml"
 NAME = "engine_tests_overfit_2_videos"
 SIZE = 224
-MAX_ITER = 2000
+MAX_ITER = 800
 WINDOW = 20  # iterations averaged at the start and at the end of the run
 
 
@@ -44,7 +43,6 @@ def overfit_run(two_videos, tmp_path_factory) -> tuple[list[float], dict]:
     cfg.merge_from_file(str(CONFIG))
     overrides = {
         "OUTPUT_DIR": str(tmp_path_factory.mktemp("overfit")),
-        "MODEL.MDQE.MASK_FEAT_DIM": 32,
         "DATALOADER.NUM_WORKERS": 0,
         "DATASETS.TRAIN": f"('{two_videos}',)",
         "DATASETS.TEST": f"('{two_videos}',)",
@@ -69,11 +67,11 @@ def overfit_run(two_videos, tmp_path_factory) -> tuple[list[float], dict]:
     return losses, Trainer.test(cfg, trainer.model)["segm"]
 
 
-def test_loss_falls_by_more_than_90_percent(overfit_run):
+def test_loss_falls_by_more_than_70_percent(overfit_run):
     losses, _ = overfit_run
     first = sum(losses[:WINDOW]) / WINDOW
     last = sum(losses[-WINDOW:]) / WINDOW
-    assert last < 0.1 * first, f"total loss {first:.3f} (first {WINDOW} its) -> {last:.3f} (last {WINDOW})"
+    assert last < 0.3 * first, f"total loss {first:.3f} (first {WINDOW} its) -> {last:.3f} (last {WINDOW})"
 
 
 def test_ap_on_the_training_videos_is_above_90(overfit_run):
