@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_util
 
-from .ytvis_metrics import _intersections, _Track
+from .ytvis_metrics import frame_intersections
 
 __all__ = [
     "OCCLUSION_LABEL_SCORES",
@@ -71,10 +71,6 @@ def level_masks(scores: np.ndarray) -> np.ndarray:
     return (scores[None, :] < bounds[:, :1]) | (scores[None, :] > bounds[:, 1:])
 
 
-# Instance-frames intersected per batch: bounds the (Q, Q) intersection matrix of long videos.
-_FRAMES_PER_BATCH = 32
-
-
 def frame_occlusion(
     frames: Sequence[np.ndarray], rles: Sequence[Sequence[dict]], areas: Sequence[np.ndarray], size: tuple
 ) -> list[np.ndarray]:
@@ -98,12 +94,8 @@ def frame_occlusion(
     xywh = mask_util.toBbox(flat)  # (P, 4)
     covered = np.zeros(len(flat))
     hit = np.flatnonzero(_box_meets_another(owner, frame, xywh, len(frames)))
-    height, width = int(size[0]), int(size[1])
-    last = int(frame.max()) + 1 if len(hit) else 0
-    for start in range(0, last, _FRAMES_PER_BATCH):
-        batch = hit[(frame[hit] >= start) & (frame[hit] < start + _FRAMES_PER_BATCH)]
-        if len(batch):
-            covered[batch] = _covered_pixels(batch, owner, frame, xywh, flat, own, height, width)
+    if len(hit):
+        covered[hit] = _covered_pixels(hit, owner, frame, xywh, flat, int(size[0]), int(size[1]))
     others = np.minimum(covered, np.maximum(xywh[:, 2] * xywh[:, 3] - own, 0))
     score = np.divide(others, others + own, out=np.zeros_like(own), where=others + own > 0)
     return np.split(score, np.cumsum([len(f) for f in frames])[:-1])
@@ -126,29 +118,24 @@ def _box_meets_another(owner: np.ndarray, frame: np.ndarray, xywh: np.ndarray, n
 
 
 def _covered_pixels(
-    batch: np.ndarray,
+    hit: np.ndarray,
     owner: np.ndarray,
     frame: np.ndarray,
     xywh: np.ndarray,
     flat: Sequence[dict],
-    own: np.ndarray,
     height: int,
     width: int,
 ) -> np.ndarray:
-    """(Q,) pixels of the other instances' masks inside the box of each instance-frame of `batch`."""
-    boxes = mask_util.frPyObjects(np.ascontiguousarray(xywh[batch], np.float64), height, width)
-    # Every instance-frame as a one-frame track: `_intersections` then gives |box_p & mask_q| for the
-    # pairs of the same frame (0 across frames) in a few batched pycocotools calls.
-    batch_frame = frame[batch]
-    box_area = (xywh[batch, 2] * xywh[batch, 3]).astype(np.int64)
-    mask_area = own[batch].astype(np.int64)
-    box_tracks, mask_tracks = [], []
-    for k, (f, p) in enumerate(zip(batch_frame.tolist(), batch.tolist())):
-        box_tracks.append(_Track(f + 1, batch_frame[k : k + 1], [boxes[k]], box_area[k : k + 1]))
-        mask_tracks.append(_Track(f + 1, batch_frame[k : k + 1], [flat[p]], mask_area[k : k + 1]))
-    inside = _intersections(box_tracks, mask_tracks, height * width).astype(np.float64)  # (Q, Q)
-    inside[owner[batch][:, None] == owner[batch][None, :]] = 0  # an instance does not occlude itself
-    return inside.sum(1)
+    """(Q,) pixels of the other instances' masks inside the box of each instance-frame of `hit`."""
+    boxes = mask_util.frPyObjects(np.ascontiguousarray(xywh[hit], np.float64), height, width)
+    box_area = (xywh[hit, 2] * xywh[hit, 3]).astype(np.int64)
+    # |box_p & mask_q| for the same-frame pairs of the instance-frames of `hit`
+    rows, cols, pixels = frame_intersections(
+        frame[hit], box_area, [b["counts"] for b in boxes],
+        frame[hit], [flat[p]["counts"] for p in hit.tolist()], height * width,
+    )  # fmt: skip
+    other = owner[hit[rows]] != owner[hit[cols]]  # an instance does not occlude itself
+    return np.bincount(rows[other], weights=pixels[other], minlength=len(hit))
 
 
 def instance_occlusion_scores(videos: Mapping[Any, Any]) -> dict[Any, float]:

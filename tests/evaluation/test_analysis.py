@@ -143,6 +143,41 @@ def test_mask_occlusion_counts_other_instances_pixels_inside_the_bounding_box():
     assert scores[2] == 0.0  # none of A's pixels lies in B's box
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_mask_occlusion_equals_a_dense_computation(seed):
+    # Random blobs over 40 frames (several pycocotools calls per video), some instances absent in some
+    # frames: the score of every instance-frame equals the definition computed on decoded masks.
+    rng = np.random.default_rng(seed)
+    height, width, num_frames = 18, 22, 40
+    masks = []
+    for _ in range(int(rng.integers(2, 6))):
+        top, left = rng.integers(0, 12, 2)
+        frames = []
+        for _ in range(num_frames):
+            if rng.random() < 0.2:
+                frames.append(None)
+                continue
+            m = rect(height, width, top, left, top + int(rng.integers(2, 7)), left + int(rng.integers(2, 9)))
+            m &= rng.random((height, width)) < 0.85  # holes, so that boxes and masks differ
+            frames.append(m if m.any() else None)
+        masks.append(frames)
+    anns = [gt_annotation(i + 1, 1, 1, seq) for i, seq in enumerate(masks)]
+    videos, _ = _index(dataset([(1, height, width, num_frames)], anns), [])
+    tracks = [g.track for gts, _ in videos[1].groups.values() for g in gts]
+    per_frame = frame_occlusion(
+        [t.frames for t in tracks], [t.rles for t in tracks], [t.areas for t in tracks], (height, width)
+    )
+    for i, (track, scores) in enumerate(zip(tracks, per_frame)):
+        for f, score in zip(track.frames.tolist(), scores.tolist()):
+            own = masks[i][f]
+            rows, cols = np.nonzero(own)
+            box = np.zeros_like(own)
+            box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
+            covered = sum(int((box & m[f]).sum()) for j, m in enumerate(masks) if j != i and m[f] is not None)
+            others = min(covered, int(box.sum()) - int(own.sum()))
+            assert score == pytest.approx(others / (others + int(own.sum()))), (i, f)
+
+
 def test_mask_occlusion_grading_agrees_with_the_synthetic_manifest(tmp_path):
     from mdqe.data.synthetic import SplitSpec, write_synthetic_vis
 
