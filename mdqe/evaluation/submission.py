@@ -36,6 +36,7 @@ class SubmissionReport:
     num_videos: int = 0
     num_videos_covered: int = 0
     num_masks: int = 0
+    num_empty_predictions: int = 0  # predictions with no mask in any frame: valid, they match nothing
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -44,8 +45,11 @@ class SubmissionReport:
 
     def summary(self) -> str:
         verdict = "OK" if self.ok else f"{len(self.problems)} problems"
+        empty = (
+            f" ({self.num_empty_predictions} with no mask in any frame)" if self.num_empty_predictions else ""
+        )
         return (
-            f"{self.source}: {self.num_predictions} predictions, {self.num_videos_covered} of "
+            f"{self.source}: {self.num_predictions} predictions{empty}, {self.num_videos_covered} of "
             f"{self.num_videos} videos covered, {self.num_masks} masks: {verdict}"
         )
 
@@ -263,7 +267,14 @@ def check_results(results: Sequence, gt: Mapping[str, Any], source: str = "resul
     missing = [v for v in videos if v not in covered]
     if missing:
         report.problems.append(f"{len(missing)} of {len(videos)} videos have no prediction: {missing}")
-    counts = Counter(_duplicate_key(pred) for pred in valid)
+    # A track whose masks are empty in every frame (the model's output when a query's mask never
+    # passes 0.5) is emitted under each of its top classes, as the original does: identical entries that
+    # cannot match anything, so they are counted, not reported as duplicates.
+    empty = [pred for pred in valid if all(m is None for m in pred["segmentations"])]
+    report.num_empty_predictions = len(empty)
+    counts = Counter(
+        _duplicate_key(pred) for pred in valid if any(m is not None for m in pred["segmentations"])
+    )
     for (video_id, category_id, _), n in counts.items():
         if n > 1:
             report.problems.append(

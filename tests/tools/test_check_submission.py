@@ -153,6 +153,15 @@ def test_duplicate_predictions_are_reported(checker, split):
     assert report.problems == [f"video 3: 2 identical predictions (category {category}, same masks)"]
 
 
+def test_predictions_without_any_mask_are_counted_not_reported_as_duplicates(checker, split):
+    gt, results = split
+    empty = copy.deepcopy(results[7])
+    empty["segmentations"] = [None] * len(empty["segmentations"])
+    report = checker.check_results([*results, empty, copy.deepcopy(empty)], gt)
+    assert report.ok and report.num_empty_predictions == 2
+    assert "(2 with no mask in any frame)" in report.summary()
+
+
 def _write_zip(path, members: dict[str, bytes]) -> None:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, data in members.items():
