@@ -27,9 +27,12 @@ TEMPORAL_KEY = "detr.transformer_dec.decoder.layers.0.temp_attn_inst.attention_w
 
 
 def _cfg(config: str, output_dir, **overrides) -> CfgNode:
+    """The config file as is when `output_dir` is None, else shrunk to two tiny iterations writing there."""
     cfg = get_cfg()
     add_mdqe_config(cfg)
     cfg.merge_from_file(str(CONFIGS / config))
+    if output_dir is None:
+        return cfg
     small = {
         "OUTPUT_DIR": str(output_dir),
         "DATASETS.TEST": "()",
@@ -78,6 +81,31 @@ def test_the_pretraining_recipe_trains_on_images(tiny_coco, tmp_path):
         initial["detr.backbone.0.backbone.stem.conv1.weight"],
         final["detr.backbone.0.backbone.stem.conv1.weight"],
     )
+
+
+def test_the_second_pretraining_stage_continues_the_first(tiny_coco, tmp_path):
+    stage1, stage2 = (
+        _cfg("R18_synthetic_pretrain.yaml", None),
+        _cfg("R18_synthetic_pretrain_stage2.yaml", None),
+    )
+    # The same model and data, started from the first stage's final weights (its default path).
+    expected_weights = f"{stage1.OUTPUT_DIR}/model_final.pth"
+    assert expected_weights == stage2.MODEL.WEIGHTS
+    stage1.MODEL.WEIGHTS = expected_weights
+    assert (stage1.MODEL, stage1.INPUT, stage1.DATASETS.TRAIN) == (
+        stage2.MODEL, stage2.INPUT, stage2.DATASETS.TRAIN
+    )  # fmt: skip
+    assert stage2.SEED != stage1.SEED and stage2.SOLVER.MAX_ITER > stage1.SOLVER.MAX_ITER
+
+    data = {"DATASETS.TRAIN": f"('{tiny_coco}',)"}
+    first, _ = _train(_cfg("R18_synthetic_pretrain.yaml", tmp_path / "stage1", **data))
+    finished = {k: v.detach().clone() for k, v in first.model.state_dict().items()}
+    weights = str(tmp_path / "stage1" / "model_final.pth")
+    second, loaded = _train(
+        _cfg("R18_synthetic_pretrain_stage2.yaml", tmp_path / "stage2", **data, **{"MODEL.WEIGHTS": weights})
+    )
+    assert all(torch.equal(loaded[k], v) for k, v in finished.items())
+    assert second.iter == 2
 
 
 def test_the_shipped_checkpoint_is_small_float16_and_matches_its_sha256():
