@@ -267,14 +267,12 @@ def check_results(results: Sequence, gt: Mapping[str, Any], source: str = "resul
     missing = [v for v in videos if v not in covered]
     if missing:
         report.problems.append(f"{len(missing)} of {len(videos)} videos have no prediction: {missing}")
-    # A track whose masks are empty in every frame (the model's output when a query's mask never
-    # passes 0.5) is emitted under each of its top classes, as the original does: identical entries that
-    # cannot match anything, so they are counted, not reported as duplicates.
-    empty = [pred for pred in valid if all(m is None for m in pred["segmentations"])]
-    report.num_empty_predictions = len(empty)
-    counts = Counter(
-        _duplicate_key(pred) for pred in valid if any(m is not None for m in pred["segmentations"])
-    )
+    # A track whose masks are empty in every frame (its mask never passes 0.5) is emitted under each of
+    # its top classes (the multi-label top-k of the post-processing): identical entries that cannot match
+    # anything, so they are counted, not reported as duplicates.
+    has_mask = [any(m is not None for m in pred["segmentations"]) for pred in valid]
+    report.num_empty_predictions = has_mask.count(False)
+    counts = Counter(_duplicate_key(pred) for pred, masked in zip(valid, has_mask) if masked)
     for (video_id, category_id, _), n in counts.items():
         if n > 1:
             report.problems.append(

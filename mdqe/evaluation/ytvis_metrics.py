@@ -91,7 +91,7 @@ _MATCH_THRESHOLDS = np.minimum(IOU_THRESHOLDS, 1 - 1e-10)
 # Upper bound on the dt x gt mask pairs (cross-frame ones included) of one pycocotools.iou call.
 _MAX_PAIRS_PER_CALL = 1 << 20
 # The fixed cost of one pycocotools.iou call, in box tests of mask pairs (measured: ~30 us a call,
-# ~30 ns a pair): sets how many frames one call takes (see `_intersections`).
+# ~30 ns a pair): sets how many frames one call takes (see `frame_intersections`).
 _CALL_COST_IN_PAIRS = 1024
 # pycocotools.mask.area (2.0.x under numpy 2) fails on lists of more than 255 masks.
 _AREA_BATCH = 255
