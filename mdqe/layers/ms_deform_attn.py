@@ -1,4 +1,10 @@
-"""Multi-scale deformable attention: the compiled op and its PyTorch reference.
+"""Multi-scale deformable attention: one Python function over the registered operators and the reference.
+
+`ms_deform_attn` runs `torch.ops.mdqe.ms_deform_attn` (the C++ / CUDA kernels of `mdqe._C`),
+`torch.ops.mdqe.ms_deform_attn_triton` (`mdqe.layers.msda_triton`) or the grid_sample reference
+`ms_deform_attn_pytorch`, as `MDQE_MSDA_BACKEND` and the tensors' device decide
+(`mdqe.layers.msda_backend`). The registered operators have fake kernels and registered autograd, so
+`torch.compile` and `torch.export` hold each call as one node.
 
 MDQE's attention module around reference boxes (`mdqe.modeling.deform_attn.MDQEDeformAttn`) calls
 `ms_deform_attn`; Deformable DETR's point-reference module is not part of this codebase, as no MDQE part
@@ -21,22 +27,13 @@ of x is x * W - 0.5, exactly as `F.grid_sample(..., padding_mode="zeros", align_
 
 from __future__ import annotations
 
-import importlib
-import logging
-
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
+
+from . import msda_op  # noqa: F401  (registers the fake kernels and autograd of mdqe._C's operators)
+from .msda_backend import select_backend
 
 __all__ = ["ms_deform_attn", "ms_deform_attn_pytorch"]
-
-logger = logging.getLogger(__name__)
-
-try:
-    _C = importlib.import_module("mdqe._C")
-except ImportError:  # the extension is optional: fall back to the PyTorch reference
-    _C = None
-_warned_fallback = False
 
 
 def ms_deform_attn_pytorch(
@@ -75,30 +72,6 @@ def ms_deform_attn_pytorch(
     weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, num_levels * num_points)
     output = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1)
     return output.view(n, m * d, lq).transpose(1, 2).contiguous()
-
-
-class _MSDeformAttnFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-        output = _C.ms_deform_attn_forward(
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights
-        )
-        ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-        return output
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
-        grad_value, grad_locations, grad_weights = _C.ms_deform_attn_backward(
-            value,
-            spatial_shapes,
-            level_start_index,
-            sampling_locations,
-            attention_weights,
-            grad_output,
-        )
-        return grad_value, None, None, grad_locations, grad_weights
 
 
 def _check_inputs(
@@ -153,7 +126,8 @@ def _check_inputs(
     ):
         if t.device != value.device:
             raise ValueError(f"ms_deform_attn: {name} is on {t.device} but value is on {value.device}")
-    if not spatial_shapes.is_cuda:
+    # reads the shapes' values: not on a GPU (a synchronisation) nor while tracing (they are unknown)
+    if not (spatial_shapes.is_cuda or spatial_shapes.is_meta or torch.compiler.is_compiling()):
         total = int(spatial_shapes.prod(1).sum())
         if total != s:
             raise ValueError(
@@ -170,13 +144,11 @@ def ms_deform_attn(
     attention_weights: torch.Tensor,
     im2col_step: int = 64,
 ) -> torch.Tensor:
-    """Multi-scale deformable attention with the compiled CPU/CUDA kernels, differentiable in value,
-    sampling_locations and attention_weights.
-
-    Falls back to `ms_deform_attn_pytorch` (with a one-time warning) when `mdqe._C` was not built.
+    """Multi-scale deformable attention, differentiable in value, sampling_locations and
+    attention_weights, with the implementation `MDQE_MSDA_BACKEND` selects (`mdqe.layers.msda_backend`).
 
     Args:
-        value: (N, S, M, D) float32/float64 (also float16/bfloat16 on CUDA).
+        value: (N, S, M, D) float32/float64 (also float16/bfloat16 on CUDA; arithmetic in float32).
         spatial_shapes: (L, 2) int64, (H, W) per level.
         level_start_index: (L,) int64, start of each level in S.
         sampling_locations: (N, Lq, M, L, P, 2) normalised (x, y), value's dtype.
@@ -188,16 +160,15 @@ def ms_deform_attn(
         (N, Lq, M * D), value's dtype.
     """
     _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    if _C is None:
-        global _warned_fallback
-        if not _warned_fallback:
-            logger.warning(
-                "mdqe._C is not built: multi-scale deformable attention falls back to the slow "
-                "grid_sample reference. Build the op with `bash tools/install.sh` or "
-                "`pip install --no-build-isolation -e .`"
-            )
-            _warned_fallback = True
-        return ms_deform_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
-    return _MSDeformAttnFunction.apply(
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
-    )
+    backend = select_backend(value.device.type)
+    if backend == "extension":
+        return torch.ops.mdqe.ms_deform_attn(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+        )
+    if backend == "triton":
+        from . import msda_triton  # noqa: F401  (imported on first use: it reads TRITON_INTERPRET)
+
+        return torch.ops.mdqe.ms_deform_attn_triton(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+        )
+    return ms_deform_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)

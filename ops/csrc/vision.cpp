@@ -1,4 +1,11 @@
-// Python bindings of the multi-scale deformable attention op (module mdqe._C).
+// The multi-scale deformable attention operator, registered with PyTorch's dispatcher (library `mdqe`):
+//   torch.ops.mdqe.ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
+//                                 attention_weights) -> output
+//   torch.ops.mdqe.ms_deform_attn_backward(..., grad_output) -> (grad_value, grad_sampling_locations,
+//                                                                 grad_attention_weights)
+// with the C++ kernel for CPU tensors and, when built with CUDA, the CUDA kernel for CUDA tensors. The fake
+// (shape) kernels and the autograd formula are registered from Python (mdqe/layers/msda_op.py), next to the
+// Python API. Loading the module mdqe._C registers the operators.
 //
 // Shapes, with N batch, S = sum_l H_l * W_l value tokens, M heads, D channels per head, Lq queries,
 // L levels and P points:
@@ -8,9 +15,10 @@
 //   sampling_locations  (N, Lq, M, L, P, 2) normalised (x, y)
 //   attention_weights   (N, Lq, M, L, P)
 //   output              (N, Lq, M * D)
-// The inputs are validated here, made contiguous and handed to the CPU or CUDA kernel by device.
+// The inputs are validated here, made contiguous and handed to the kernel of their device.
 
 #include <torch/extension.h>
+#include <torch/library.h>
 
 #include "cpu/ms_deform_attn_cpu.h"
 #ifdef WITH_CUDA
@@ -81,46 +89,12 @@ void check_inputs(
   }
 }
 
-#ifndef WITH_CUDA
-[[noreturn]] void fail_without_cuda() {
-  TORCH_CHECK(
-      false,
-      "ms_deform_attn: mdqe._C was built without CUDA; rebuild it with a CUDA toolkit "
-      "(FORCE_CUDA=1 pip install --no-build-isolation -e .)");
-}
-#endif
-
-at::Tensor forward(
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights) {
-  check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  const auto args = std::make_tuple(
-      value.contiguous(),
-      spatial_shapes.contiguous(),
-      level_start_index.contiguous(),
-      sampling_locations.contiguous(),
-      attention_weights.contiguous());
-  if (value.is_cuda()) {
-#ifdef WITH_CUDA
-    return std::apply(ms_deform_attn_cuda_forward, args);
-#else
-    fail_without_cuda();
-#endif
-  }
-  return std::apply(ms_deform_attn_cpu_forward, args);
+template <typename... Tensors>
+auto contiguous(const Tensors&... tensors) {
+  return std::make_tuple(tensors.contiguous()...);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights,
-    const at::Tensor& grad_output) {
-  check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+void check_grad_output(const at::Tensor& value, const at::Tensor& sampling_locations, const at::Tensor& grad_output) {
   const std::vector<int64_t> out_shape = {value.size(0), sampling_locations.size(1), value.size(2) * value.size(3)};
   TORCH_CHECK(
       grad_output.sizes() == at::IntArrayRef(out_shape) && grad_output.scalar_type() == value.scalar_type() &&
@@ -137,38 +111,89 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
       grad_output.scalar_type(),
       " on ",
       grad_output.device());
-  const auto args = std::make_tuple(
-      value.contiguous(),
-      spatial_shapes.contiguous(),
-      level_start_index.contiguous(),
-      sampling_locations.contiguous(),
-      attention_weights.contiguous(),
-      grad_output.contiguous());
-  if (value.is_cuda()) {
-#ifdef WITH_CUDA
-    return std::apply(ms_deform_attn_cuda_backward, args);
-#else
-    fail_without_cuda();
-#endif
-  }
-  return std::apply(ms_deform_attn_cpu_backward, args);
 }
+
+at::Tensor forward_cpu(
+    const at::Tensor& value,
+    const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations,
+    const at::Tensor& attention_weights) {
+  check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  return std::apply(
+      ms_deform_attn_cpu_forward,
+      contiguous(value, spatial_shapes, level_start_index, sampling_locations, attention_weights));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
+    const at::Tensor& value,
+    const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations,
+    const at::Tensor& attention_weights,
+    const at::Tensor& grad_output) {
+  check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  check_grad_output(value, sampling_locations, grad_output);
+  return std::apply(
+      ms_deform_attn_cpu_backward,
+      contiguous(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output));
+}
+
+#ifdef WITH_CUDA
+at::Tensor forward_cuda(
+    const at::Tensor& value,
+    const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations,
+    const at::Tensor& attention_weights) {
+  check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  return std::apply(
+      ms_deform_attn_cuda_forward,
+      contiguous(value, spatial_shapes, level_start_index, sampling_locations, attention_weights));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
+    const at::Tensor& value,
+    const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations,
+    const at::Tensor& attention_weights,
+    const at::Tensor& grad_output) {
+  check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  check_grad_output(value, sampling_locations, grad_output);
+  return std::apply(
+      ms_deform_attn_cuda_backward,
+      contiguous(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output));
+}
+#endif
 
 }  // namespace
 }  // namespace mdqe
 
+TORCH_LIBRARY(mdqe, m) {
+  m.def(
+      "ms_deform_attn(Tensor value, Tensor spatial_shapes, Tensor level_start_index, Tensor sampling_locations, "
+      "Tensor attention_weights) -> Tensor");
+  m.def(
+      "ms_deform_attn_backward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
+      "Tensor sampling_locations, Tensor attention_weights, Tensor grad_output) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(mdqe, CPU, m) {
+  m.impl("ms_deform_attn", &mdqe::forward_cpu);
+  m.impl("ms_deform_attn_backward", &mdqe::backward_cpu);
+}
+
+#ifdef WITH_CUDA
+TORCH_LIBRARY_IMPL(mdqe, CUDA, m) {
+  m.impl("ms_deform_attn", &mdqe::forward_cuda);
+  m.impl("ms_deform_attn_backward", &mdqe::backward_cuda);
+}
+#endif
+
+// The Python module only tells how the extension was built; the kernels are reached through torch.ops.mdqe.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Multi-scale deformable attention kernels (CPU, and CUDA when built with it)";
-  m.def(
-      "ms_deform_attn_forward",
-      &mdqe::forward,
-      "Multi-scale deformable attention forward: (value, spatial_shapes, level_start_index, "
-      "sampling_locations, attention_weights) -> output (N, Lq, M*D)");
-  m.def(
-      "ms_deform_attn_backward",
-      &mdqe::backward,
-      "Multi-scale deformable attention backward: (..., grad_output) -> (grad_value, "
-      "grad_sampling_locations, grad_attention_weights)");
+  m.doc() = "Registers torch.ops.mdqe.ms_deform_attn (CPU kernel, and CUDA kernel when built with it)";
   m.def("with_cuda", []() {
 #ifdef WITH_CUDA
     return true;

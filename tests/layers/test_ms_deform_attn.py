@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 
 import pytest
 import torch
 
-from mdqe.layers import ms_deform_attn, ms_deform_attn_pytorch
+from mdqe.layers import ms_deform_attn, ms_deform_attn_pytorch, msda_backend, msda_op
 
-# the module itself (`mdqe.layers.ms_deform_attn` as an attribute is the function of the same name)
-msda = importlib.import_module("mdqe.layers.ms_deform_attn")
-
-needs_kernel = pytest.mark.skipif(msda._C is None, reason="mdqe._C is not built")
+needs_kernel = pytest.mark.skipif(msda_op.EXTENSION is None, reason="mdqe._C is not built")
 
 LEVELS = ((6, 9), (3, 5), (2, 2), (1, 3))
 
@@ -202,25 +198,30 @@ def test_bad_inputs_raise_clear_errors(change, message):
 
 
 @needs_kernel
-def test_extension_checks_its_inputs():
+def test_registered_op_checks_its_inputs():
     value, shapes, starts, locations, weights = make_inputs()
+    forward, backward = torch.ops.mdqe.ms_deform_attn, torch.ops.mdqe.ms_deform_attn_backward
     with pytest.raises(RuntimeError, match="attention_weights must be"):
-        msda._C.ms_deform_attn_forward(value, shapes, starts, locations, weights[..., :1])
+        forward(value, shapes, starts, locations, weights[..., :1])
     with pytest.raises(RuntimeError, match="does not fit in value"):
-        msda._C.ms_deform_attn_forward(value, shapes, starts + 1, locations, weights)
+        forward(value, shapes, starts + 1, locations, weights)
     with pytest.raises(RuntimeError, match="float32 and float64"):
-        msda._C.ms_deform_attn_forward(value.half(), shapes, starts, locations.half(), weights.half())
+        forward(value.half(), shapes, starts, locations.half(), weights.half())
     with pytest.raises(RuntimeError, match="grad_output must be"):
-        msda._C.ms_deform_attn_backward(value, shapes, starts, locations, weights, value.new_zeros(2, 7, 14))
+        backward(value, shapes, starts, locations, weights, value.new_zeros(2, 7, 14))
 
 
 def test_falls_back_to_reference_with_one_warning(monkeypatch, caplog):
-    monkeypatch.setattr(msda, "_C", None)
-    monkeypatch.setattr(msda, "_warned_fallback", False)
+    monkeypatch.setattr(msda_backend, "EXTENSION", None)
+    monkeypatch.delenv(msda_backend.ENV_VAR, raising=False)
+    msda_backend._select.cache_clear()
     value, shapes, starts, locations, weights = make_inputs()
-    with caplog.at_level(logging.WARNING, logger=msda.__name__):
-        out = ms_deform_attn(value, shapes, starts, locations, weights)
-        ms_deform_attn(value, shapes, starts, locations, weights)
+    try:
+        with caplog.at_level(logging.WARNING, logger=msda_backend.__name__):
+            out = ms_deform_attn(value, shapes, starts, locations, weights)
+            ms_deform_attn(value, shapes, starts, locations, weights)
+    finally:
+        msda_backend._select.cache_clear()
     torch.testing.assert_close(out, ms_deform_attn_pytorch(value, shapes, locations, weights))
     warnings = [r for r in caplog.records if "not built" in r.getMessage()]
     assert len(warnings) == 1 and "pip install --no-build-isolation -e ." in warnings[0].getMessage()
@@ -230,7 +231,7 @@ def test_falls_back_to_reference_with_one_warning(monkeypatch, caplog):
 @needs_kernel
 @pytest.mark.parametrize("channels", [5, 32])
 def test_cuda_matches_cpu_kernel(channels):
-    if not msda._C.with_cuda():
+    if not msda_op.extension_has_cuda():
         pytest.skip("mdqe._C was built without CUDA")
     inputs = make_inputs(dtype=torch.float32, channels=channels, queries=50)
     grad = torch.randn(2, 50, 3 * channels, generator=torch.Generator().manual_seed(1))
@@ -247,7 +248,7 @@ def test_cuda_matches_cpu_kernel(channels):
 @pytest.mark.gpu
 @needs_kernel
 def test_cuda_gradcheck_float64():
-    if not msda._C.with_cuda():
+    if not msda_op.extension_has_cuda():
         pytest.skip("mdqe._C was built without CUDA")
     value, shapes, starts, locations, weights = make_inputs(
         levels=((3, 4), (2, 1)), queries=3, heads=2, channels=2, device="cuda"
@@ -262,7 +263,7 @@ def test_cuda_gradcheck_float64():
 @needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_reduced_precision_matches_float32(dtype):
-    if not msda._C.with_cuda():
+    if not msda_op.extension_has_cuda():
         pytest.skip("mdqe._C was built without CUDA")
     value, shapes, starts, locations, weights = make_inputs(dtype=torch.float32, channels=32, device="cuda")
     differentiable = tuple(t.to(dtype).requires_grad_() for t in (value, locations, weights))

@@ -1,0 +1,266 @@
+"""Triton kernels of multi-scale deformable attention: `torch.ops.mdqe.ms_deform_attn_triton`.
+
+A GPU kernel that needs no compiler at install time: Triton compiles it on first use for the GPU present.
+Under `TRITON_INTERPRET=1` (set before this module is imported) the same kernels run on CPU tensors, which
+is how the tests check them on machines without a GPU.
+
+Shapes and sampling convention are those of `mdqe.layers.ms_deform_attn`. Design:
+
+- one program per (block of BLOCK_Q queries, batch element n, head m); its tile is (BLOCK_Q, D) with the D
+  channels of a head contiguous in value (N, S, M, D), so a corner read is BLOCK_Q rows of D channels;
+- levels, points, tokens, queries and heads are run-time arguments that Triton does not specialise on
+  (`do_not_specialize`), and the batch only sizes the grid: a new frame size, clip length or batch reuses
+  the compiled kernel. Only the channels per head (a constexpr, padded to a power of two) and the dtypes
+  select a compilation;
+- arithmetic in float32 whatever the input dtype; the value gradient is accumulated with atomic adds into a
+  float32 buffer (bfloat16 atomics are slow or missing on many GPUs) and cast at the end;
+- one fixed launch configuration per head dim, no autotuning: nothing is re-tuned for a new shape.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .msda_op import register_msda_autograd
+
+__all__ = ["launch_config", "ms_deform_attn_triton", "ms_deform_attn_triton_backward"]
+
+# The run-time sizes: Triton would otherwise specialise on a size equal to 1 or divisible by 16 and compile
+# again for each such value.
+_RUNTIME_SIZES = ["tokens", "queries", "heads", "levels", "points"]
+
+
+@triton.jit
+def _stencil(loc_ptr, loc_index, height, width, q_mask):
+    """Bilinear stencil of one sample for a block of queries.
+
+    Returns pixel coordinates of the top-left corner (x0, y0) (int64), the position inside the cell
+    (fx, fy) and `inside`: False where no corner can be on the map (or the location is NaN).
+    """
+    x = tl.load(loc_ptr + loc_index, mask=q_mask, other=0.0).to(tl.float32)
+    y = tl.load(loc_ptr + loc_index + 1, mask=q_mask, other=0.0).to(tl.float32)
+    w = width.to(tl.float32)
+    h = height.to(tl.float32)
+    px = x * w - 0.5
+    py = y * h - 0.5
+    inside = (px > -1.0) & (py > -1.0) & (px < w) & (py < h) & q_mask
+    # off-map locations are moved to 0 so that the integer conversion below stays in range
+    px = tl.where(inside, px, 0.0)
+    py = tl.where(inside, py, 0.0)
+    x0f = tl.floor(px)
+    y0f = tl.floor(py)
+    return x0f.to(tl.int64), y0f.to(tl.int64), px - x0f, py - y0f, inside
+
+
+@triton.jit
+def _corner(x0, y0, fx, fy, inside, height, width, DX: tl.constexpr, DY: tl.constexpr):
+    """Corner (x0 + DX, y0 + DY): its pixel index in the level (0 where off the map), whether it is on the
+    map, and its bilinear weights along x and y."""
+    xx = x0 + DX
+    yy = y0 + DY
+    on_map = inside & (xx >= 0) & (xx < width) & (yy >= 0) & (yy < height)
+    pixel = tl.where(on_map, yy * width + xx, 0)
+    wx = fx if DX == 1 else 1.0 - fx
+    wy = fy if DY == 1 else 1.0 - fy
+    return pixel, on_map, wx, wy
+
+
+@triton.jit(do_not_specialize=_RUNTIME_SIZES)
+def _forward_kernel(
+    value_ptr,  # (N, S, M, D)
+    shapes_ptr,  # (L, 2) int64
+    starts_ptr,  # (L,) int64
+    loc_ptr,  # (N, Lq, M, L, P, 2)
+    attn_ptr,  # (N, Lq, M, L, P)
+    out_ptr,  # (N, Lq, M * D)
+    tokens,
+    queries,
+    heads,
+    levels,
+    points,
+    CHANNELS: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    pid_nm = tl.program_id(1).to(tl.int64)
+    n = pid_nm // heads
+    m = pid_nm % heads
+    q = tl.program_id(0).to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    d = tl.arange(0, BLOCK_D)
+    q_mask = q < queries
+    d_mask = d < CHANNELS
+    qm = (n * queries + q) * heads + m  # (BLOCK_Q,) index of (n, q, m)
+    samples = levels * points
+    row_stride = heads * CHANNELS
+    value_base = value_ptr + n * tokens * row_stride + m * CHANNELS + d[None, :]
+    acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=tl.float32)
+    for lvl in range(levels):
+        height = tl.load(shapes_ptr + 2 * lvl)
+        width = tl.load(shapes_ptr + 2 * lvl + 1)
+        start = tl.load(starts_ptr + lvl)
+        for p in range(points):
+            i = lvl * points + p
+            x0, y0, fx, fy, inside = _stencil(loc_ptr, (qm * samples + i) * 2, height, width, q_mask)
+            a = tl.load(attn_ptr + qm * samples + i, mask=q_mask, other=0.0).to(tl.float32)
+            for c in tl.static_range(4):
+                pixel, on_map, wx, wy = _corner(x0, y0, fx, fy, inside, height, width, c % 2, c // 2)
+                ptr = value_base + (start + pixel)[:, None] * row_stride
+                v = tl.load(ptr, mask=on_map[:, None] & d_mask[None, :], other=0.0).to(tl.float32)
+                acc += (a * wx * wy)[:, None] * v
+    out = out_ptr + qm[:, None] * CHANNELS + d[None, :]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=q_mask[:, None] & d_mask[None, :])
+
+
+@triton.jit(do_not_specialize=_RUNTIME_SIZES)
+def _backward_kernel(
+    value_ptr,  # (N, S, M, D)
+    shapes_ptr,  # (L, 2) int64
+    starts_ptr,  # (L,) int64
+    loc_ptr,  # (N, Lq, M, L, P, 2)
+    attn_ptr,  # (N, Lq, M, L, P)
+    grad_out_ptr,  # (N, Lq, M * D)
+    grad_value_ptr,  # (N, S, M, D) float32, zero-initialised
+    grad_loc_ptr,  # (N, Lq, M, L, P, 2)
+    grad_attn_ptr,  # (N, Lq, M, L, P)
+    tokens,
+    queries,
+    heads,
+    levels,
+    points,
+    CHANNELS: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    pid_nm = tl.program_id(1).to(tl.int64)
+    n = pid_nm // heads
+    m = pid_nm % heads
+    q = tl.program_id(0).to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    d = tl.arange(0, BLOCK_D)
+    q_mask = q < queries
+    d_mask = d < CHANNELS
+    qm = (n * queries + q) * heads + m
+    samples = levels * points
+    row_stride = heads * CHANNELS
+    value_offset = n * tokens * row_stride + m * CHANNELS + d[None, :]
+    tile_mask = q_mask[:, None] & d_mask[None, :]
+    g = tl.load(grad_out_ptr + qm[:, None] * CHANNELS + d[None, :], mask=tile_mask, other=0.0).to(tl.float32)
+    for lvl in range(levels):
+        height = tl.load(shapes_ptr + 2 * lvl)
+        width = tl.load(shapes_ptr + 2 * lvl + 1)
+        start = tl.load(starts_ptr + lvl)
+        for p in range(points):
+            i = lvl * points + p
+            x0, y0, fx, fy, inside = _stencil(loc_ptr, (qm * samples + i) * 2, height, width, q_mask)
+            a = tl.load(attn_ptr + qm * samples + i, mask=q_mask, other=0.0).to(tl.float32)
+            grad_a = tl.zeros((BLOCK_Q,), dtype=tl.float32)
+            grad_px = tl.zeros((BLOCK_Q,), dtype=tl.float32)
+            grad_py = tl.zeros((BLOCK_Q,), dtype=tl.float32)
+            for c in tl.static_range(4):
+                pixel, on_map, wx, wy = _corner(x0, y0, fx, fy, inside, height, width, c % 2, c // 2)
+                offset = value_offset + (start + pixel)[:, None] * row_stride
+                corner_mask = on_map[:, None] & d_mask[None, :]
+                v = tl.load(value_ptr + offset, mask=corner_mask, other=0.0).to(tl.float32)
+                dot = tl.sum(v * g, axis=1)  # <value row, grad_output>, 0 off the map
+                grad_a += wx * wy * dot
+                # d(wx)/d(px) is +1 for the right corners and -1 for the left ones; likewise for y
+                grad_px += (wy * dot) if c % 2 == 1 else -(wy * dot)
+                grad_py += (wx * dot) if c // 2 == 1 else -(wx * dot)
+                tl.atomic_add(grad_value_ptr + offset, (a * wx * wy)[:, None] * g, mask=corner_mask)
+            tl.store(grad_attn_ptr + qm * samples + i, grad_a.to(grad_attn_ptr.dtype.element_ty), mask=q_mask)
+            grad_x = a * width.to(tl.float32) * grad_px
+            grad_y = a * height.to(tl.float32) * grad_py
+            loc_index = (qm * samples + i) * 2
+            tl.store(grad_loc_ptr + loc_index, grad_x.to(grad_loc_ptr.dtype.element_ty), mask=q_mask)
+            tl.store(grad_loc_ptr + loc_index + 1, grad_y.to(grad_loc_ptr.dtype.element_ty), mask=q_mask)
+
+
+def launch_config(channels: int) -> dict[str, int]:
+    """The fixed launch configuration for D channels per head: the tile is (BLOCK_Q, BLOCK_D) with
+    BLOCK_D = D rounded up to a power of two, about 2048 elements (16 per thread at 4 warps)."""
+    block_d = triton.next_power_of_2(channels)
+    return {
+        "BLOCK_Q": max(16, min(64, 2048 // block_d)),
+        "BLOCK_D": block_d,
+        "num_warps": 4,
+    }
+
+
+def _sizes(value: torch.Tensor, sampling_locations: torch.Tensor) -> tuple[int, int, int, int, int, int, int]:
+    """(N, S, M, D, Lq, L, P)."""
+    n, s, m, d = value.shape
+    _, lq, _, num_levels, num_points, _ = sampling_locations.shape
+    return n, s, m, d, lq, num_levels, num_points
+
+
+@torch.library.triton_op("mdqe::ms_deform_attn_triton", mutates_args=())
+def ms_deform_attn_triton(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Forward with the Triton kernel; arguments and result as `mdqe.layers.ms_deform_attn`."""
+    n, s, m, d, lq, num_levels, num_points = _sizes(value, sampling_locations)
+    output = value.new_empty(n, lq, m * d)
+    config = launch_config(d)
+    grid = (triton.cdiv(lq, config["BLOCK_Q"]), n * m)
+    torch.library.wrap_triton(_forward_kernel)[grid](
+        value.contiguous(),
+        spatial_shapes.contiguous(),
+        level_start_index.contiguous(),
+        sampling_locations.contiguous(),
+        attention_weights.contiguous(),
+        output,
+        s,
+        lq,
+        m,
+        num_levels,
+        num_points,
+        CHANNELS=d,
+        **config,
+    )
+    return output
+
+
+@torch.library.triton_op("mdqe::ms_deform_attn_triton_backward", mutates_args=())
+def ms_deform_attn_triton_backward(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    grad_output: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients (value, sampling_locations, attention_weights) of the forward for `grad_output`
+    (N, Lq, M * D), each in its input's dtype."""
+    n, s, m, d, lq, num_levels, num_points = _sizes(value, sampling_locations)
+    grad_value = torch.zeros(value.shape, dtype=torch.float32, device=value.device)
+    grad_locations = torch.empty_like(sampling_locations, memory_format=torch.contiguous_format)
+    grad_weights = torch.empty_like(attention_weights, memory_format=torch.contiguous_format)
+    config = launch_config(d)
+    grid = (triton.cdiv(lq, config["BLOCK_Q"]), n * m)
+    torch.library.wrap_triton(_backward_kernel)[grid](
+        value.contiguous(),
+        spatial_shapes.contiguous(),
+        level_start_index.contiguous(),
+        sampling_locations.contiguous(),
+        attention_weights.contiguous(),
+        grad_output.contiguous(),
+        grad_value,
+        grad_locations,
+        grad_weights,
+        s,
+        lq,
+        m,
+        num_levels,
+        num_points,
+        CHANNELS=d,
+        **config,
+    )
+    return grad_value.to(value.dtype), grad_locations, grad_weights
+
+
+register_msda_autograd("mdqe::ms_deform_attn_triton", torch.ops.mdqe.ms_deform_attn_triton_backward)
