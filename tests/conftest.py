@@ -1,5 +1,5 @@
 """Shared pytest fixtures: the reference material (stored in tests/fixtures/) and a CUDA guard for
-`gpu`-marked tests."""
+`gpu`-marked tests. Without a CUDA device the Triton kernels run in Triton's interpreter on CPU tensors."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ from types import ModuleType
 
 import pytest
 import torch
+
+# Read by Triton when a kernel module is imported, so it is set before any test runs. With a GPU the
+# kernels are compiled and run on CUDA tensors instead.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"

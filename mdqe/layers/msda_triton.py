@@ -15,6 +15,10 @@ Shapes and sampling convention are those of `mdqe.layers.ms_deform_attn`. Design
 - arithmetic in float32 whatever the input dtype; the value gradient is accumulated with atomic adds into a
   float32 buffer (bfloat16 atomics are slow or missing on many GPUs) and cast at the end;
 - one fixed launch configuration per head dim, no autotuning: nothing is re-tuned for a new shape.
+
+Compiled for a GPU, the operators are `torch.library.triton_op`s, which torch.compile sees into. Under the
+interpreter they are opaque `torch.library.custom_op`s with fake kernels: the interpreter runs a kernel on
+the tensors it is given and cannot run on the fake tensors that tracing uses.
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .msda_op import register_msda_autograd
+from .msda_op import register_msda_operator
 
-__all__ = ["launch_config", "ms_deform_attn_triton", "ms_deform_attn_triton_backward"]
+__all__ = ["INTERPRETED", "launch_config", "ms_deform_attn_triton", "ms_deform_attn_triton_backward"]
 
 # The run-time sizes: Triton would otherwise specialise on a size equal to 1 or divisible by 16 and compile
 # again for each such value.
@@ -187,6 +191,10 @@ def launch_config(channels: int) -> dict[str, int]:
     }
 
 
+INTERPRETED = not isinstance(_forward_kernel, triton.runtime.JITFunction)
+_define_op = torch.library.custom_op if INTERPRETED else torch.library.triton_op
+
+
 def _sizes(value: torch.Tensor, sampling_locations: torch.Tensor) -> tuple[int, int, int, int, int, int, int]:
     """(N, S, M, D, Lq, L, P)."""
     n, s, m, d = value.shape
@@ -194,7 +202,7 @@ def _sizes(value: torch.Tensor, sampling_locations: torch.Tensor) -> tuple[int, 
     return n, s, m, d, lq, num_levels, num_points
 
 
-@torch.library.triton_op("mdqe::ms_deform_attn_triton", mutates_args=())
+@_define_op("mdqe::ms_deform_attn_triton", mutates_args=())
 def ms_deform_attn_triton(
     value: torch.Tensor,
     spatial_shapes: torch.Tensor,
@@ -225,7 +233,7 @@ def ms_deform_attn_triton(
     return output
 
 
-@torch.library.triton_op("mdqe::ms_deform_attn_triton_backward", mutates_args=())
+@_define_op("mdqe::ms_deform_attn_triton_backward", mutates_args=())
 def ms_deform_attn_triton_backward(
     value: torch.Tensor,
     spatial_shapes: torch.Tensor,
@@ -263,4 +271,7 @@ def ms_deform_attn_triton_backward(
     return grad_value.to(value.dtype), grad_locations, grad_weights
 
 
-register_msda_autograd("mdqe::ms_deform_attn_triton", torch.ops.mdqe.ms_deform_attn_triton_backward)
+# a triton_op's own function is its fake kernel; the interpreted custom ops get the shape kernels
+register_msda_operator(
+    "mdqe::ms_deform_attn_triton", "mdqe::ms_deform_attn_triton_backward", fake=INTERPRETED
+)

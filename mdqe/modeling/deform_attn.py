@@ -17,6 +17,7 @@ Parameter and buffer names and layouts (head-major: (H, L, K, xy)) are the origi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -160,18 +161,26 @@ class MDQEDeformAttn(nn.Module):
         return locations, weights
 
     def project_value_levels(
-        self, src: torch.Tensor, spatial_shapes: torch.Tensor, padding_mask: torch.Tensor | None = None
+        self,
+        src: torch.Tensor,
+        spatial_shapes: torch.Tensor | Sequence[tuple[int, int]],
+        padding_mask: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """`project_value` split into contiguous per-level tensors, the layout of "temporal" mode.
 
         Args:
-            src: (N, S, C) tokens of N frames; spatial_shapes: (L, 2) int64; padding_mask: (N, S) bool.
+            src: (N, S, C) tokens of N frames.
+            spatial_shapes: the L level sizes (H_l, W_l) as ints (what torch.compile / torch.export can
+                trace), or as an (L, 2) int64 tensor (read on the host).
+            padding_mask: (N, S) bool.
 
         Returns:
             per level (N, H_l * W_l, H, C / H), contiguous.
         """
+        if isinstance(spatial_shapes, torch.Tensor):
+            spatial_shapes = spatial_shapes.tolist()
         value = self.project_value(src, padding_mask)
-        return [v.contiguous() for v in value.split(spatial_shapes.prod(-1).tolist(), dim=1)]
+        return [v.contiguous() for v in value.split([h * w for h, w in spatial_shapes], dim=1)]
 
     def forward(
         self,
@@ -192,16 +201,30 @@ class MDQEDeformAttn(nn.Module):
         Returns:
             (N, Q, C).
         """
-        with torch.autocast(device_type=query.device.type, enabled=False):
-            query = full_precision(query)
-            reference_boxes = full_precision(reference_boxes)
-            locations, weights = self._locations_and_weights(query, reference_boxes)
-            if self.mode == "spatial":
-                starts = level_start_index(spatial_shapes)
-                out = ms_deform_attn(full_precision(value), spatial_shapes, starts, locations, weights)
-            else:
-                out = self._temporal([full_precision(v) for v in value], spatial_shapes, locations, weights)
-            return self.output_proj(out)
+        if torch.is_autocast_enabled(query.device.type):
+            # offsets, weights and sampling in full precision, as the original; outside autocast the context
+            # is left out, so that an exported graph holds the attention op at its top level
+            with torch.autocast(device_type=query.device.type, enabled=False):
+                return self._attend(query, reference_boxes, value, spatial_shapes)
+        return self._attend(query, reference_boxes, value, spatial_shapes)
+
+    def _attend(
+        self,
+        query: torch.Tensor,
+        reference_boxes: torch.Tensor,
+        value: torch.Tensor | list[torch.Tensor],
+        spatial_shapes: torch.Tensor,
+    ) -> torch.Tensor:
+        """`forward` in full precision, outside autocast."""
+        query = full_precision(query)
+        reference_boxes = full_precision(reference_boxes)
+        locations, weights = self._locations_and_weights(query, reference_boxes)
+        if self.mode == "spatial":
+            starts = level_start_index(spatial_shapes)
+            out = ms_deform_attn(full_precision(value), spatial_shapes, starts, locations, weights)
+        else:
+            out = self._temporal([full_precision(v) for v in value], spatial_shapes, locations, weights)
+        return self.output_proj(out)
 
     def _temporal(
         self,
