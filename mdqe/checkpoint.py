@@ -1,14 +1,16 @@
 """Checkpoints: reading with clear errors, strict loading for inference, atomic writes, and the original's
 temporal "inflation" of MDQE weights to another clip length.
 
-Reading (`read_checkpoint`) verifies a `<file>.sha256` beside the file when there is one and turns a
-truncated or non-checkpoint file into one `UnreadableCheckpointError`. Inference (`--eval-only`,
-`tools/demo.py`, `VideoPredictor`) loads strictly (`load_for_inference`): any missing, unexpected or
-differently shaped key raises `IncompatibleCheckpointError` with a summary of what does not fit (class
-count, clip length of the temporal attention, backbone). Training from MODEL.WEIGHTS keeps detectron2's
-semantics (shape-mismatched heads are skipped), logged as one table. `MDQECheckpointer` writes every file
-through a temporary file and a rename, and `last_checkpoint` only once the file is complete, so a kill at
-any moment leaves the folder resumable from the last complete checkpoint.
+Reading (`read_checkpoint`) never runs code from the file (`mdqe.checkpoint_io`: a restricted unpickler
+for model-zoo `.pkl` files, `torch.load(weights_only=True)` for the rest), verifies a `<file>.sha256`
+beside the file when there is one, and turns a truncated, non-checkpoint or unsafe file into one
+`UnreadableCheckpointError` (`UnsafeCheckpointError` naming the global an unsafe file asks for).
+Inference (`--eval-only`, `tools/demo.py`, `VideoPredictor`) loads strictly (`load_for_inference`): any
+missing, unexpected or differently shaped key raises `IncompatibleCheckpointError` with a summary of what
+does not fit (class count, clip length of the temporal attention, backbone). Training from MODEL.WEIGHTS
+keeps detectron2's semantics (shape-mismatched heads are skipped), logged as one table. `MDQECheckpointer`
+writes every file through a temporary file and a rename, and `last_checkpoint` only once the file is
+complete, so a kill at any moment leaves the folder resumable from the last complete checkpoint.
 
 Only the temporal instance attention of the decoder (`decoder.layers.*.temp_attn_inst`) has parameters
 whose shape depends on the training clip length T (INPUT.SAMPLING_FRAME_NUM). A checkpoint trained with
@@ -30,6 +32,12 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from tabulate import tabulate
+
+from .checkpoint_io import (
+    CheckpointError,
+    UnreadableCheckpointError,
+    load_checkpoint_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,14 +98,6 @@ def inflate_checkpoint_file(
     atomic_torch_save({"model": inflated}, out_path)
     logger.info("Inflated %s from %d to %d frames: %s", path, num_pretrain_frames, num_frames, out_path)
     return out_path
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used: unreadable, corrupted or not fitting the model."""
-
-
-class UnreadableCheckpointError(CheckpointError):
-    """The file is truncated, not a checkpoint, or does not match its `.sha256`."""
 
 
 class IncompatibleCheckpointError(CheckpointError):
@@ -164,18 +164,62 @@ def _first_sentence(message: str) -> str:
     return message.split(". ")[0].splitlines()[0] if message.strip() else "no details"
 
 
+def _model_zoo_layout(data: Any, path: str) -> Any:
+    """The layouts of detectron2's `DetectionCheckpointer._load_file` as {"model": weights, ...}: a
+    detectron2 model-zoo `.pkl` as it is, a Caffe2 / Detectron `.pkl` (its "blobs", without momenta, for
+    name matching), a pycls `.pyth` ("model_state"), a bare state dict under "model"."""
+    if not isinstance(data, Mapping):
+        return data
+    if path.endswith(".pkl"):
+        if "model" in data and "__author__" in data:
+            return data
+        blobs = data.get("blobs", data)
+        if not isinstance(blobs, Mapping):
+            return blobs
+        weights = {k: v for k, v in blobs.items() if not str(k).endswith("_momentum")}
+        return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
+    if path.endswith(".pyth") and isinstance(data.get("model_state"), Mapping):
+        state = {k: v for k, v in data["model_state"].items() if not str(k).endswith("num_batches_tracked")}
+        return {"model": state, "__author__": "pycls", "matching_heuristics": True}
+    return data if "model" in data else {"model": data}
+
+
+# A tensor may be a view that spans more elements than its storage holds (a buffer made by `.expand`);
+# past this many bytes such a view is refused, since the first copy of it would allocate them all.
+_EXPANDED_VIEW_BYTES = 1 << 24
+
+
+def _overreaching_tensor(state: Mapping[str, Any]) -> str | None:
+    """The first key whose tensor spans more bytes than its storage holds and than
+    `_EXPANDED_VIEW_BYTES` (a crafted stride-0 view), or None."""
+    for key, value in state.items():
+        spanned = value.numel() * value.element_size()
+        if spanned > max(value.untyped_storage().nbytes(), _EXPANDED_VIEW_BYTES):
+            return key
+    return None
+
+
+def _as_tensor(array: np.ndarray) -> torch.Tensor:
+    """A numpy array of a `.pkl` as a tensor (in native byte order: a file may store big-endian)."""
+    return torch.as_tensor(array.astype(array.dtype.newbyteorder("="), copy=False))
+
+
 def read_checkpoint(path: str) -> dict:
     """The checkpoint at `path` as {"model": state dict of tensors, ...other entries}.
 
-    Accepts detectron2/MDQE `.pth` files ({"model": state_dict, ...}), bare state dicts and the model
-    zoo's `.pkl` files. Raises FileNotFoundError, or UnreadableCheckpointError for a truncated file, a file
-    that is not a checkpoint, or one that does not match its `.sha256`.
+    Accepts detectron2/MDQE `.pth` files ({"model": state_dict, ...}), bare state dicts, the model zoo's
+    `.pkl` files and pycls `.pyth` files, loaded without running code from them (`mdqe.checkpoint_io`).
+    Raises FileNotFoundError, or UnreadableCheckpointError for a truncated file, a file that is not a
+    checkpoint, one that does not match its `.sha256`, or (UnsafeCheckpointError) one that asks for a
+    Python global a weights file never needs.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     verify_checksum(path)
     try:
-        checkpoint = DetectionCheckpointer(torch.nn.Module())._load_file(path)
+        checkpoint = _model_zoo_layout(load_checkpoint_file(path), path)
+    except CheckpointError:
+        raise
     except Exception as e:  # the unpickler raises anything (KeyError, EOFError, ...) on a foreign file
         raise UnreadableCheckpointError(
             f"cannot read checkpoint {path} ({os.path.getsize(path)} bytes): it is truncated or not a "
@@ -186,14 +230,23 @@ def read_checkpoint(path: str) -> dict:
         raise UnreadableCheckpointError(
             f"{path} holds no model state dict (found {type(checkpoint).__name__})"
         )
-    bad = [k for k, v in state.items() if not isinstance(v, (torch.Tensor, np.ndarray))]
+    bad = [
+        k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, (torch.Tensor, np.ndarray))
+    ]
     if bad:
-        raise UnreadableCheckpointError(f"{path} is not a model checkpoint: entry {bad[0]!r} is not a tensor")
+        raise UnreadableCheckpointError(
+            f"{path} is not a model checkpoint: entry {bad[0]!r:.80} is not a tensor"
+        )
+    checkpoint = dict(checkpoint)
     checkpoint["model"] = {
-        k.removeprefix("module."): torch.as_tensor(v) if isinstance(v, np.ndarray) else v
-        for k, v in state.items()
+        k.removeprefix("module."): _as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in state.items()
     }
-    return dict(checkpoint)
+    overreaching = _overreaching_tensor(checkpoint["model"])
+    if overreaching is not None:
+        raise UnreadableCheckpointError(
+            f"{path} is not a model checkpoint: entry {overreaching!r} spans more elements than it stores"
+        )
+    return checkpoint
 
 
 def cast_to_model_dtypes(state: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor]) -> dict:

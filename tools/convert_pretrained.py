@@ -22,8 +22,13 @@ import argparse
 import os
 import pickle
 import re
+import warnings
 
+import numpy as np
 import torch
+
+# detectron2 v0.6 (imported with mdqe) scripts a few helpers at import time, which PyTorch flags each run
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 SWIN_PREFIX = "detr.backbone.0.backbone."
 
@@ -39,16 +44,25 @@ _RESNET_RULES = [
 
 
 def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """The state dict in `path` (bare, or under "model" / "state_dict"), loaded without running code from
+    the file (`mdqe.checkpoint_io`); a bad file ends the tool with one line."""
+    from mdqe.checkpoint_io import CheckpointError, load_checkpoint_file
+
     if not os.path.isfile(path):
         raise SystemExit(f"error: checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = load_checkpoint_file(path)
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
     except Exception as e:  # a truncated or foreign file
-        raise SystemExit(f"error: cannot read {path} as a PyTorch checkpoint: {e}") from None
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SystemExit(f"error: cannot read {path} as a PyTorch checkpoint: {message}") from None
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if isinstance(obj, dict):
+        obj = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in obj.items()}
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise SystemExit(f"error: {path} does not hold a state dict of tensors")
     return obj
 
