@@ -162,9 +162,9 @@ def main() -> None:
     torch.manual_seed(0)
     model = MDQE(cfg).to(device).eval()
     if args.weights:
-        from detectron2.checkpoint import DetectionCheckpointer
+        from mdqe.checkpoint import MDQECheckpointer  # never runs code from the file
 
-        DetectionCheckpointer(model).load(args.weights)
+        MDQECheckpointer(model).load(args.weights)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
 
     def autocast():
