@@ -23,13 +23,23 @@ the tensors it is given and cannot run on the fake tensors that tracing uses.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
 
 from .msda_op import register_msda_operator
 
-__all__ = ["INTERPRETED", "launch_config", "ms_deform_attn_triton", "ms_deform_attn_triton_backward"]
+__all__ = [
+    "INTERPRETED",
+    "Launch",
+    "backward_launch",
+    "forward_launch",
+    "launch_config",
+    "ms_deform_attn_triton",
+    "ms_deform_attn_triton_backward",
+]
 
 # The run-time sizes: Triton would otherwise specialise on a size equal to 1 or divisible by 16 and compile
 # again for each such value.
@@ -195,11 +205,63 @@ INTERPRETED = not isinstance(_forward_kernel, triton.runtime.JITFunction)
 _define_op = torch.library.custom_op if INTERPRETED else torch.library.triton_op
 
 
-def _sizes(value: torch.Tensor, sampling_locations: torch.Tensor) -> tuple[int, int, int, int, int, int, int]:
-    """(N, S, M, D, Lq, L, P)."""
+class Launch(NamedTuple):
+    """One kernel launch: `kernel[grid](*args, **kwargs)`."""
+
+    grid: tuple[int, int]
+    args: tuple
+    kwargs: dict
+
+
+def forward_launch(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    output: torch.Tensor,
+) -> Launch:
+    """The launch of `_forward_kernel` that writes `output` (N, Lq, M * D) (contiguous); the other
+    arguments as `mdqe.layers.ms_deform_attn`."""
     n, s, m, d = value.shape
     _, lq, _, num_levels, num_points, _ = sampling_locations.shape
-    return n, s, m, d, lq, num_levels, num_points
+    config = launch_config(d)
+    inputs = (value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    return Launch(
+        grid=(triton.cdiv(lq, config["BLOCK_Q"]), n * m),
+        args=(*(t.contiguous() for t in inputs), output, s, lq, m, num_levels, num_points),
+        kwargs={"CHANNELS": d, **config},
+    )
+
+
+def backward_launch(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    grad_output: torch.Tensor,
+    grad_value: torch.Tensor,
+    grad_locations: torch.Tensor,
+    grad_weights: torch.Tensor,
+) -> Launch:
+    """The launch of `_backward_kernel` for `grad_output` (N, Lq, M * D) that accumulates into
+    `grad_value` (N, S, M, D) float32 (zeroed) and writes `grad_locations`, `grad_weights` (contiguous)."""
+    n, s, m, d = value.shape
+    _, lq, _, num_levels, num_points, _ = sampling_locations.shape
+    config = launch_config(d)
+    inputs = (value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output)
+    return Launch(
+        grid=(triton.cdiv(lq, config["BLOCK_Q"]), n * m),
+        args=(
+            *(t.contiguous() for t in inputs),
+            grad_value,
+            grad_locations,
+            grad_weights,
+            *(s, lq, m, num_levels, num_points),
+        ),
+        kwargs={"CHANNELS": d, **config},
+    )
 
 
 @_define_op("mdqe::ms_deform_attn_triton", mutates_args=())
@@ -211,25 +273,11 @@ def ms_deform_attn_triton(
     attention_weights: torch.Tensor,
 ) -> torch.Tensor:
     """Forward with the Triton kernel; arguments and result as `mdqe.layers.ms_deform_attn`."""
-    n, s, m, d, lq, num_levels, num_points = _sizes(value, sampling_locations)
-    output = value.new_empty(n, lq, m * d)
-    config = launch_config(d)
-    grid = (triton.cdiv(lq, config["BLOCK_Q"]), n * m)
-    torch.library.wrap_triton(_forward_kernel)[grid](
-        value.contiguous(),
-        spatial_shapes.contiguous(),
-        level_start_index.contiguous(),
-        sampling_locations.contiguous(),
-        attention_weights.contiguous(),
-        output,
-        s,
-        lq,
-        m,
-        num_levels,
-        num_points,
-        CHANNELS=d,
-        **config,
-    )
+    n, _, m, d = value.shape
+    output = value.new_empty(n, sampling_locations.shape[1], m * d)
+    inputs = (value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    launch = forward_launch(*inputs, output)
+    torch.library.wrap_triton(_forward_kernel)[launch.grid](*launch.args, **launch.kwargs)
     return output
 
 
@@ -244,30 +292,12 @@ def ms_deform_attn_triton_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients (value, sampling_locations, attention_weights) of the forward for `grad_output`
     (N, Lq, M * D), each in its input's dtype."""
-    n, s, m, d, lq, num_levels, num_points = _sizes(value, sampling_locations)
     grad_value = torch.zeros(value.shape, dtype=torch.float32, device=value.device)
     grad_locations = torch.empty_like(sampling_locations, memory_format=torch.contiguous_format)
     grad_weights = torch.empty_like(attention_weights, memory_format=torch.contiguous_format)
-    config = launch_config(d)
-    grid = (triton.cdiv(lq, config["BLOCK_Q"]), n * m)
-    torch.library.wrap_triton(_backward_kernel)[grid](
-        value.contiguous(),
-        spatial_shapes.contiguous(),
-        level_start_index.contiguous(),
-        sampling_locations.contiguous(),
-        attention_weights.contiguous(),
-        grad_output.contiguous(),
-        grad_value,
-        grad_locations,
-        grad_weights,
-        s,
-        lq,
-        m,
-        num_levels,
-        num_points,
-        CHANNELS=d,
-        **config,
-    )
+    inputs = (value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output)
+    launch = backward_launch(*inputs, grad_value, grad_locations, grad_weights)
+    torch.library.wrap_triton(_backward_kernel)[launch.grid](*launch.args, **launch.kwargs)
     return grad_value.to(value.dtype), grad_locations, grad_weights
 
 
