@@ -27,11 +27,19 @@ import time
 
 import torch
 
-from mdqe.layers.ms_deform_attn import _C, ms_deform_attn, ms_deform_attn_pytorch
+from mdqe.layers import msda_op
+from mdqe.layers.ms_deform_attn import ms_deform_attn, ms_deform_attn_pytorch
+from mdqe.layers.msda_backend import ENV_VAR
 from mdqe.utils.memory import PeakRSS
 
 LEVELS = ((48, 80), (24, 40), (12, 20), (6, 10))
-IMPLS = {"cpp": "C++/CUDA kernel (mdqe._C)", "pytorch": "grid_sample reference"}
+IMPLS = {
+    "cpp": "C++/CUDA kernel (torch.ops.mdqe.ms_deform_attn)",
+    "triton": "Triton kernel (torch.ops.mdqe.ms_deform_attn_triton; CUDA only)",
+    "pytorch": "grid_sample reference",
+}
+# MDQE_MSDA_BACKEND of each implementation that goes through `ms_deform_attn`
+BACKEND = {"cpp": "cuda", "triton": "triton"}
 MODES = ("forward", "forward+backward")
 
 
@@ -65,7 +73,7 @@ def make_inputs(args: argparse.Namespace) -> tuple[torch.Tensor, ...]:
 
 def run_op(impl: str, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     value, shapes, starts, locations, weights = inputs
-    if impl == "cpp":
+    if impl in BACKEND:  # the process was started with MDQE_MSDA_BACKEND=BACKEND[impl]
         return ms_deform_attn(value, shapes, starts, locations, weights)
     return ms_deform_attn_pytorch(value, shapes, locations, weights)
 
@@ -130,7 +138,7 @@ def main() -> None:
     if args.impl is not None:  # subprocess of one variant
         print(json.dumps(worker(args)))
         return
-    if _C is None:
+    if msda_op.EXTENSION is None:
         sys.exit(
             "mdqe._C is not built: run `bash tools/install.sh` or `pip install --no-build-isolation -e .`"
         )
@@ -142,10 +150,12 @@ def main() -> None:
     # A fixed mmap threshold makes glibc return every freed large block to the system, so that the
     # resident size measures live tensors rather than what the allocator kept from the warm-up run.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
-    results: dict[str, dict[str, dict]] = {impl: {} for impl in IMPLS}
+    impls = [impl for impl in IMPLS if impl != "triton" or args.device == "cuda"]
+    results: dict[str, dict[str, dict]] = {impl: {} for impl in impls}
     for mode in MODES:
-        for impl in IMPLS:
+        for impl in impls:
             cmd = [sys.executable, __file__, *common, f"--impl={impl}", f"--mode={mode}"]
+            env[ENV_VAR] = BACKEND.get(impl, "pytorch")
             proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
             line = proc.stdout.strip().splitlines()[-1]
             results[impl][mode] = json.loads(line)
@@ -163,15 +173,15 @@ def main() -> None:
     }
     threads = torch.get_num_threads()
     print(f"shape {shape}, {args.dtype} on {args.device}, {threads} threads, torch {torch.__version__}")
-    print(f"{'variant':<46} {'time (ms)':>10} {'peak extra (MB)':>16} {'speed-up':>9} {'memory':>7}")
+    print(f"{'variant':<60} {'time (ms)':>10} {'peak extra (MB)':>16} {'speed-up':>9} {'memory':>7}")
     for mode in MODES:
         ref = results["pytorch"][mode]
-        for impl, name in IMPLS.items():
-            r = results[impl][mode]
+        for impl in impls:
+            name, r = IMPLS[impl], results[impl][mode]
             speedup = ref["time_s"] / r["time_s"]
             memory = r["peak_extra_bytes"] / ref["peak_extra_bytes"]
             print(
-                f"{mode + ', ' + name:<46} {r['time_s'] * 1e3:>10.1f} {r['peak_extra_bytes'] / 2**20:>16.1f} "
+                f"{mode + ', ' + name:<60} {r['time_s'] * 1e3:>10.1f} {r['peak_extra_bytes'] / 2**20:>16.1f} "
                 f"{speedup:>8.1f}x {memory:>7.2f}"
             )
     summary = {
