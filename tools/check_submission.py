@@ -7,33 +7,40 @@
 Checks what a server rejects or mis-scores: the zip holds exactly `results.json`; every video of the split
 has predictions (the missing ones are listed); each prediction names a video and a category of the split,
 has a finite score in [0, 1], and one segmentation per frame of its video (null or an RLE of the video's
-size that decodes); no prediction is repeated. Prints a summary and every problem; exits 1 on any.
+size that decodes); no prediction is repeated. Prints a summary and every problem; exits 1 on any, and 2
+with one line when the ground truth cannot be used (unreadable, past a limit, not a split).
 With --gt only numpy is imported (no torch); --dataset looks the split's json up in the registered datasets.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
+import importlib
+import os
 import sys
 import time
 from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
-_CHECKER_FILE = ROOT / "mdqe" / "evaluation" / "submission.py"
 
 
 def load_checker() -> ModuleType:
-    """`mdqe.evaluation.submission` loaded from its file, without importing `mdqe` (torch, detectron2)."""
-    name = "mdqe_submission_check"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _CHECKER_FILE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses resolve their module through sys.modules
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    """`mdqe.evaluation.submission`, imported without torch and detectron2 unless `mdqe` is already
+    imported in full (--dataset registers the datasets first)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    if "mdqe" not in sys.modules:
+        light = os.environ.get("MDQE_LIGHT_IMPORT")
+        os.environ["MDQE_LIGHT_IMPORT"] = "1"  # `import mdqe` registers nothing (no torch)
+        try:
+            import mdqe  # noqa: F401
+        finally:
+            if light is None:
+                del os.environ["MDQE_LIGHT_IMPORT"]
+            else:
+                os.environ["MDQE_LIGHT_IMPORT"] = light
+    return importlib.import_module("mdqe.evaluation.submission")
 
 
 def dataset_json(name: str) -> str:
@@ -65,12 +72,21 @@ def main(argv: list[str] | None = None) -> int:
 
     gt_path = args.gt or dataset_json(args.dataset)
     start = time.perf_counter()
+    checker = load_checker()
+    from mdqe.utils.bounded_io import UntrustedInputError, read_json_file
+
     try:
-        with open(gt_path) as f:
-            gt = json.load(f)
+        gt = read_json_file(gt_path)
     except (OSError, ValueError) as e:
-        raise SystemExit(f"error: cannot read the ground truth {gt_path}: {e}") from None
-    report = load_checker().check_submission(args.results, gt)
+        reason = e if isinstance(e, UntrustedInputError) else f"cannot read the ground truth {gt_path}: {e}"
+        print(f"error: {reason}", file=sys.stderr)
+        return 2
+    try:
+        checker.split_index(gt, gt_path)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    report = checker.check_submission(args.results, gt)
     for problem in report.problems:
         print(problem)
     print(f"{report.summary()} (split {gt_path}, checked in {time.perf_counter() - start:.1f} s)")

@@ -16,7 +16,9 @@ the worst videos when --image-root holds the frames). --gt-long: the YouTube-VIS
 being the short-video and --gt-long the long-video ground truth; AP is the mean of AP_S and AP_L.
 
 Only numpy, pycocotools (and matplotlib for --report) are imported, not torch or detectron2, so the
-tool starts fast. A bad input file ends the tool with one line naming the file and the problem.
+tool starts fast. A bad input file ends the tool with exit status 2 and one line naming the file and the
+problem; files from others are read with bounded work and checked before the metric code sees them
+(`mdqe.evaluation.ytvis_io`).
 """
 
 from __future__ import annotations
@@ -29,72 +31,11 @@ import argparse
 import json
 import math
 import sys
-import zipfile
 from typing import Any
 
-from mdqe.evaluation import ytvis_metrics
+from mdqe.evaluation import ytvis_io, ytvis_metrics
 
-
-class InputError(Exception):
-    """A bad input file: the message names the file and the problem."""
-
-
-def read_json(path: str, what: str) -> Any:
-    """The JSON content of `path` (the results.json inside a .zip), or InputError."""
-    try:
-        if path.endswith(".zip"):
-            with zipfile.ZipFile(path) as archive:
-                names = [n for n in archive.namelist() if n.endswith("results.json")]
-                if len(names) != 1:
-                    raise InputError(
-                        f"{path}: expected one results.json in the zip, found {archive.namelist()}"
-                    )
-                return json.loads(archive.read(names[0]))
-        with open(path, "rb") as f:
-            return json.load(f)
-    except FileNotFoundError as e:
-        raise InputError(f"{path}: {what} file not found") from e
-    except (OSError, zipfile.BadZipFile) as e:
-        raise InputError(f"{path}: cannot read the {what} file ({e})") from e
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-        raise InputError(f"{path}: the {what} file is not valid JSON ({e})") from e
-
-
-def load_gt(path: str) -> dict:
-    """A ground-truth dict with videos, categories and annotations, or InputError."""
-    gt = read_json(path, "ground-truth")
-    if not isinstance(gt, dict):
-        raise InputError(
-            f"{path}: expected a YouTube-VIS ground-truth object, got a JSON {type(gt).__name__}"
-        )
-    missing = [key for key in ("videos", "categories") if not isinstance(gt.get(key), list)]
-    if missing:
-        raise InputError(f"{path}: not a YouTube-VIS ground truth (no {' / '.join(missing)} list)")
-    if not gt.get("annotations"):
-        raise InputError(f"{path} has no annotations: nothing to evaluate against")
-    return gt
-
-
-_RESULT_KEYS = ("video_id", "category_id", "score", "segmentations")
-
-
-def load_results(path: str, video_ids: set) -> list:
-    """A results list of prediction objects for known videos, or InputError."""
-    results = read_json(path, "results")
-    if not isinstance(results, list):
-        raise InputError(
-            f"{path}: expected a JSON list of prediction objects, got a JSON {type(results).__name__}"
-        )
-    for i, res in enumerate(results):
-        if not isinstance(res, dict) or not all(key in res for key in _RESULT_KEYS):
-            raise InputError(
-                f"{path}: results[{i}] is not a prediction object with {', '.join(_RESULT_KEYS)} "
-                f"(got {json.dumps(res)[:80]})"
-            )
-    unknown = sorted({res["video_id"] for res in results} - video_ids, key=str)
-    if unknown:
-        raise InputError(f"{path}: {len(unknown)} video id(s) not in the ground truth, e.g. {unknown[:5]}")
-    return results
+InputError = ytvis_io.YTVISFileError  # a bad input file: the message names the file and the problem
 
 
 def _text_breakdown(result: Any) -> str:
@@ -136,17 +77,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    gt = load_gt(args.gt)
-    video_ids = {v["id"] for v in gt["videos"]}
+    gt, sizes = ytvis_io.load_ground_truth(args.gt)
     if args.gt_long or args.breakdown or args.report:
         from mdqe.evaluation import analysis  # the plain evaluation does not need it
     if args.gt_long:
-        gt_long = load_gt(args.gt_long)
-        results = load_results(args.results, video_ids | {v["id"] for v in gt_long["videos"]})
+        gt_long, sizes_long = ytvis_io.load_ground_truth(args.gt_long)
+        results = ytvis_io.load_results(args.results, {**sizes, **sizes_long})
         scores = _checked(args.results, lambda: analysis.evaluate_ytvis_2022(gt, gt_long, results))
         print(json.dumps({k: None if math.isnan(v) else v for k, v in scores.items()}))
         return 0
-    results = load_results(args.results, video_ids)
+    results = ytvis_io.load_results(args.results, sizes)
     if not (args.breakdown or args.report):
         result = _checked(args.results, lambda: ytvis_metrics.evaluate_ytvis(gt, results))
         print(

@@ -3,8 +3,10 @@
 Everything a server rejects or mis-scores: the archive holds exactly `results.json`; every video of the
 split has predictions; each prediction names a video and a category of the split, has a finite score in
 [0, 1] and one segmentation per frame of its video (null, or an RLE of the video's height x width whose
-run lengths decode and add up to the frame); no prediction is repeated. numpy and the standard library
-only (no torch), so `tools/check_submission.py` starts in a fraction of a second.
+run lengths decode and add up to the frame); no prediction is repeated. A file past the limits of
+`mdqe.utils.bounded_io` (size, json nesting, a zip bomb, a path-named member) is refused before it is
+decoded. numpy, pycocotools and the standard library only (no torch), so `tools/check_submission.py`
+starts in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+from mdqe.utils.bounded_io import (
+    ZIP_ERRORS,
+    UntrustedInputError,
+    check_zip_member_names,
+    parse_json,
+    read_json_file,
+    read_zip_member,
+)
+from mdqe.utils.rle import frame_size_problem, rle_problems, rle_structure_problem
 
 logger = logging.getLogger(__name__)
 
@@ -56,118 +66,35 @@ class SubmissionReport:
 
 def read_submission(path: str, problems: list[str]) -> list | None:
     """The results list of `results.json` or of a CodaLab `results.zip` (which must hold exactly a
-    top-level `results.json`); None, with the reason appended to `problems`, when it cannot be read."""
+    top-level `results.json`); None, with the reason appended to `problems`, when it cannot be read or
+    is past the limits of `mdqe.utils.bounded_io` (size, nesting, a path-named member, a zip bomb)."""
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
-                names = [n for n in archive.namelist() if not n.endswith("/")]
+                names = [n for n in check_zip_member_names(archive, path) if not n.endswith("/")]
                 if names != [RESULTS_NAME]:
                     problems.append(
                         f"{path}: the archive must hold exactly {RESULTS_NAME!r}, it holds {names}"
                     )
                     if RESULTS_NAME not in names:
                         return None
-                payload = archive.read(RESULTS_NAME)
+                results = parse_json(read_zip_member(archive, RESULTS_NAME, path), f"{path}: {RESULTS_NAME}")
+        elif path.endswith(".zip"):
+            open(path, "rb").close()  # a missing file is reported as such
+            problems.append(f"{path}: not a valid zip archive")
+            return None
         else:
-            with open(path, "rb") as f:
-                payload = f.read()
-            if path.endswith(".zip"):
-                problems.append(f"{path}: not a valid zip archive")
-                return None
-        results = json.loads(payload)
-    except (OSError, zipfile.BadZipFile, ValueError) as e:
+            results = read_json_file(path)
+    except UntrustedInputError as e:
+        problems.append(str(e))
+        return None
+    except (OSError, ValueError, *ZIP_ERRORS) as e:
         problems.append(f"{path}: cannot read the results: {e}")
         return None
     if not isinstance(results, list):
         problems.append(f"{path}: expected a JSON list of predictions, found a {type(results).__name__}")
         return None
     return results
-
-
-def _decode_runs(codes: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(total pixels, smallest run) of each of the concatenated RLE strings (`codes`: their characters
-    minus 48, every string non-empty and ending with a final chunk; `lengths`: characters per string)."""
-    n = codes.size
-    last = (codes & 0x20) == 0  # the final 5-bit chunk of each run length
-    is_start = np.empty(n, dtype=bool)
-    is_start[0], is_start[1:] = True, last[:-1]
-    chars = np.arange(n, dtype=np.int32)
-    position = chars - np.maximum.accumulate(np.where(is_start, chars, 0))  # chunk index within its run
-    chunks = (codes & 0x1F).astype(np.int64)
-    later = np.flatnonzero(position)  # most run lengths fit one chunk: shift only the others
-    chunks[later] <<= 5 * position[later].astype(np.int64)
-    values = np.add.reduceat(chunks, np.flatnonzero(is_start))
-    ends = np.flatnonzero(last)
-    negative = (codes[ends] & 0x10) != 0
-    values[negative] -= np.left_shift(1, 5 * (position[ends][negative].astype(np.int64) + 1))
-    runs_per_string = np.add.reduceat(last, np.concatenate(([0], np.cumsum(lengths)[:-1])))
-    first_run = np.concatenate(([0], np.cumsum(runs_per_string)[:-1]))
-    segment = np.repeat(np.arange(lengths.size), runs_per_string)  # string of each run
-    index = np.arange(values.size) - first_run[segment]  # run index within its string
-    # runs after the third are coded as differences to the run two before: undo by cumulative sums over
-    # the runs of one parity (index >= 1), restarted at each string
-    runs = values.copy()
-    for parity in (0, 1):
-        selected = (index >= 1) & (index % 2 == parity)
-        cumulative = np.cumsum(np.where(selected, values, 0))
-        before = np.concatenate(([0], cumulative))[first_run[segment]]
-        runs = np.where(selected, cumulative - before, runs)
-    return np.add.reduceat(runs, first_run), np.minimum.reduceat(runs, first_run)
-
-
-def rle_problems(counts: Sequence[str], pixels: Sequence[int]) -> list[str | None]:
-    """For each compressed COCO RLE string, why it does not decode to a frame of `pixels` (= H*W) pixels,
-    or None if it does: bad characters, a truncated run length, a negative run, or runs not adding up.
-
-    All strings are decoded together with numpy (pycocotools' decoder does not validate run lengths, and
-    a Python loop per string is too slow for a whole OVIS submission).
-    """
-    reasons: list[str | None] = [None] * len(counts)
-    encoded = [c.encode() if c.isascii() else b"\xff" * len(c) for c in counts]  # non-ASCII: invalid
-    lengths = np.array([len(c) for c in encoded], dtype=np.int64)
-    codes = np.frombuffer(b"".join(encoded), dtype=np.uint8) - np.uint8(48)  # bad characters wrap > 63
-    if not codes.size:
-        return ["has empty counts"] * len(counts)
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    stop = np.minimum(starts + lengths - 1, codes.size - 1)
-    bad_char = np.add.reduceat(codes > 63, np.minimum(starts, codes.size - 1)) * (lengths > 0)
-    truncated = (codes[stop] & 0x20) != 0
-    for i in np.flatnonzero((lengths == 0) | (bad_char > 0) | truncated):
-        reasons[i] = (
-            "has empty counts"
-            if lengths[i] == 0
-            else "has counts with characters outside the RLE alphabet"
-            if bad_char[i]
-            else "has counts that end inside a run length (truncated)"
-        )
-    good = np.array([r is None for r in reasons], dtype=bool)
-    if not good.any():
-        return reasons
-    if not good.all():
-        codes = codes[np.repeat(good, lengths)]
-    total, smallest = _decode_runs(codes, lengths[good])
-    for i, total_i, smallest_i in zip(np.flatnonzero(good), total.tolist(), smallest.tolist()):
-        if smallest_i < 0:
-            reasons[i] = "does not decode: negative run length"
-        elif total_i != pixels[i]:
-            reasons[i] = f"does not decode: run lengths add up to {total_i} pixels, not {pixels[i]}"
-    return reasons
-
-
-def _check_rle_structure(rle: Any, height: int, width: int) -> str | None:
-    """Why `rle` is not an RLE of one height x width frame, apart from decoding its counts string."""
-    if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
-        return "is neither null nor an RLE dict with 'size' and 'counts'"
-    if list(rle["size"]) != [height, width]:
-        return f"has size {list(rle['size'])}, the video is {[height, width]}"
-    counts = rle["counts"]
-    if isinstance(counts, str):
-        return None
-    if isinstance(counts, list) and all(isinstance(c, int) and c >= 0 for c in counts):
-        if sum(counts) != height * width:
-            return f"has uncompressed run lengths adding up to {sum(counts)}, not {height * width}"
-        return None
-    return "has counts that are neither an RLE string nor a list of run lengths"
 
 
 @dataclass
@@ -188,7 +115,7 @@ def _check_prediction(index: int, pred: Any, videos: Mapping, categories: set, j
         return [f"prediction {index} (video {pred.get('video_id')}): missing keys {missing}"]
     video_id = pred["video_id"]
     where = f"prediction {index} (video {video_id})"
-    if isinstance(video_id, (dict, list)) or video_id not in videos:
+    if not _is_id(video_id) or video_id not in videos:
         return [f"{where}: video_id {video_id!r} is not a video of the split"]
     problems = []
     category = pred["category_id"]
@@ -206,7 +133,7 @@ def _check_prediction(index: int, pred: Any, videos: Mapping, categories: set, j
     if len(masks) != length:
         problems.append(f"{where}: {len(masks)} segmentations, the video has {length} frames")
     for t, rle in enumerate(masks):
-        reason = None if rle is None else _check_rle_structure(rle, height, width)
+        reason = None if rle is None else rle_structure_problem(rle, height, width)
         if reason:
             problems.append(f"{where}: segmentation of frame {t} {reason}")
         elif rle is not None and isinstance(rle["counts"], str):
@@ -228,13 +155,37 @@ def _decode_jobs(jobs: _RLEJobs, batch: int = 4096) -> dict[int, list[str]]:
     return found
 
 
-def split_index(gt: Mapping[str, Any]) -> tuple[dict[Any, tuple[int, int, int]], set]:
-    """{video id: (height, width, length)} and the category ids of a YouTube-VIS ground-truth dict."""
+def split_index(gt: Any, source: str = "the ground truth") -> tuple[dict[Any, tuple[int, int, int]], set]:
+    """{video id: (height, width, length)} and the category ids of a YouTube-VIS ground-truth dict.
+
+    Raises ValueError naming `source` and the video or category when `gt` is not a split: "videos" with
+    integer or string ids and a frame size masks can be decoded at (`frame_size_problem`), "categories"
+    with ids.
+    """
+    if not isinstance(gt, Mapping) or not isinstance(gt.get("videos"), list):
+        raise ValueError(f"{source}: not a YouTube-VIS split (no 'videos' list)")
     videos = {}
-    for video in gt["videos"]:
-        length = video.get("length") or len(video.get("file_names", []))
-        videos[video["id"]] = (int(video["height"]), int(video["width"]), int(length))
-    return videos, {c["id"] for c in gt.get("categories", [])}
+    for i, video in enumerate(gt["videos"]):
+        video_id = video.get("id") if isinstance(video, Mapping) else None
+        if not _is_id(video_id):
+            raise ValueError(f"{source}: videos[{i}] is not a video object with an integer or string id")
+        problem = frame_size_problem(video.get("height"), video.get("width"))
+        if problem:
+            raise ValueError(f"{source}: video {video_id} {problem}")
+        length = video.get("length") or len(video.get("file_names") or [])
+        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+            raise ValueError(f"{source}: video {video_id} has length {length!r:.40}, not a frame count")
+        videos[video_id] = (video["height"], video["width"], length)
+    categories = gt.get("categories", [])
+    if not isinstance(categories, list) or not all(
+        isinstance(c, Mapping) and _is_id(c.get("id")) for c in categories
+    ):
+        raise ValueError(f"{source}: 'categories' is not a list of objects with integer or string ids")
+    return videos, {c["id"] for c in categories}
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def _duplicate_key(pred: Mapping) -> tuple:
@@ -262,7 +213,9 @@ def check_results(results: Sequence, gt: Mapping[str, Any], source: str = "resul
             report.num_masks += sum(m is not None for m in pred["segmentations"])
         if not found:
             valid.append(pred)
-    covered = {pred.get("video_id") for pred in results if isinstance(pred, Mapping)}
+    covered = {
+        pred.get("video_id") for pred in results if isinstance(pred, Mapping) and _is_id(pred.get("video_id"))
+    }
     report.num_videos_covered = len(covered & videos.keys())
     missing = [v for v in videos if v not in covered]
     if missing:
