@@ -11,11 +11,19 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import pycocotools.mask as mask_util
 from PIL import Image
 
-from .datasets.ytvis import DatasetFormatError, _frame_segmentation, read_json
+from ..utils.rle import rle_problems
+from .datasets.ytvis import (
+    DatasetFormatError,
+    _check_video,
+    _frame_segmentation,
+    _is_finite_number,
+    read_json,
+)
 from .frames import FrameReadError, read_frame
 
 __all__ = ["ValidationReport", "validate_ytvis_dataset"]
@@ -76,30 +84,28 @@ def validate_ytvis_dataset(
         report.problems.append(str(e))
         return report
     for key in ("videos", "categories"):
-        if key not in data:
-            report.problems.append(f"{json_file}: missing field '{key}'")
+        if not isinstance(data.get(key), list):
+            report.problems.append(f"{json_file}: missing field '{key}' (a list)")
     if report.problems:
         return report
 
-    category_ids = Counter(c.get("id") for c in data["categories"])
+    categories = [c for c in data["categories"] if isinstance(c, dict) and _is_id(c.get("id"))]
+    if len(categories) != len(data["categories"]):
+        report.problems.append(f"{json_file}: a category is not an object with an integer or string id")
+    category_ids = Counter(c["id"] for c in categories)
     for cat_id, n in category_ids.items():
         if n > 1:
             report.problems.append(f"{json_file}: category id {cat_id} appears {n} times in 'categories'")
     videos = {}
     for video in data["videos"]:
-        vid = video.get("id")
-        where = f"{json_file}: video {vid}"
-        missing = [k for k in ("id", "file_names", "height", "width") if k not in video]
-        if missing:
-            report.problems.append(f"{where}: missing field(s) {missing}")
+        try:
+            _check_video(video, json_file)
+        except DatasetFormatError as e:
+            report.problems.append(str(e))
             continue
+        vid = video["id"]
         if vid in videos:
-            report.problems.append(f"{where}: duplicate video id")
-        length = video.get("length", len(video["file_names"]))
-        if len(video["file_names"]) != length:
-            report.problems.append(
-                f"{where}: field 'file_names' has {len(video['file_names'])} entries but 'length' is {length}"
-            )
+            report.problems.append(f"{json_file}: video {vid}: duplicate video id")
         videos[vid] = video
 
     _check_annotations(data.get("annotations"), videos, set(category_ids), json_file, report)
@@ -118,6 +124,14 @@ def validate_ytvis_dataset(
     return report
 
 
+def _is_id(value: object) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _is_box(box: object) -> bool:
+    return isinstance(box, list) and len(box) == 4 and all(map(_is_finite_number, box))
+
+
 def _check_annotations(
     annotations, videos: dict, category_ids: set, json_file: str, report: ValidationReport
 ):
@@ -128,9 +142,18 @@ def _check_annotations(
     instances_per_category: Counter = Counter()
     seen_ids: set = set()
     num_objects = 0
+    if not isinstance(annotations, list):
+        report.problems.append(f"{json_file}: field 'annotations' is not a list")
+        return
     for ann in annotations:
+        if not isinstance(ann, dict):
+            report.problems.append(f"{json_file}: an annotation is a {type(ann).__name__}, not an object")
+            continue
         ann_id, vid = ann.get("id"), ann.get("video_id")
-        where = f"{json_file}: video {vid}, annotation {ann_id}"
+        where = f"{json_file}: video {vid!r:.40}, annotation {ann_id!r:.40}"
+        if not _is_id(ann_id) or not _is_id(vid):
+            report.problems.append(f"{where}: field 'id' or 'video_id' is not an integer or a string")
+            continue
         if ann_id in seen_ids:
             report.problems.append(f"{where}: duplicate annotation id")
         seen_ids.add(ann_id)
@@ -138,45 +161,29 @@ def _check_annotations(
             report.problems.append(f"{where}: field 'video_id' refers to no video of the json")
             continue
         video = videos[vid]
-        if ann.get("category_id") not in category_ids:
-            report.problems.append(f"{where}: unknown category_id {ann.get('category_id')}")
+        category_id = ann.get("category_id")
+        if not _is_id(category_id) or category_id not in category_ids:
+            report.problems.append(f"{where}: unknown category_id {category_id!r:.40}")
         length = len(video["file_names"])
         segms = ann.get("segmentations")
-        if segms is None:
-            report.problems.append(f"{where}: missing field 'segmentations'")
+        if not isinstance(segms, list):
+            report.problems.append(f"{where}: missing field 'segmentations' (a list)")
             continue
         for key in ("segmentations", "bboxes", "areas"):
-            if ann.get(key) is not None and len(ann[key]) != length:
-                report.problems.append(
-                    f"{where}: field '{key}' has {len(ann[key])} entries but the video has {length}"
-                )
-        visible = 0
-        for t, segm in enumerate(segms[:length]):
-            if segm is None:
-                continue
-            frame_where = f"{where}, frame {t}, field 'segmentations'"
-            try:
-                segm = _frame_segmentation(segm, video, frame_where)
-                if segm is None:
-                    report.warnings.append(f"{frame_where}: no valid polygon (needs >= 3 points); ignored")
-                    continue
-                rle = segm if isinstance(segm, dict) else mask_util.merge(
-                    mask_util.frPyObjects(segm, video["height"], video["width"])
-                )  # fmt: skip
-                if mask_util.area(rle) == 0:
-                    report.warnings.append(f"{frame_where}: empty mask (use null for absent instances)")
-                    continue
-            except DatasetFormatError as e:
-                report.problems.append(str(e))
-                continue
-            except (ValueError, TypeError) as e:
-                report.problems.append(f"{frame_where}: does not decode ({e})")
-                continue
-            visible += 1
+            values = ann.get(key)
+            if values is not None and (not isinstance(values, list) or len(values) != length):
+                found = f"{len(values)} entries" if isinstance(values, list) else f"a {type(values).__name__}"
+                report.problems.append(f"{where}: field '{key}' has {found} but the video has {length}")
+        bboxes = ann.get("bboxes")
+        if isinstance(bboxes, list):
+            bad = [t for t, box in enumerate(bboxes) if box is not None and not _is_box(box)]
+            if bad:
+                report.problems.append(f"{where}, frame {bad[0]}: field 'bboxes' is not 4 finite numbers")
+        visible = _check_track(segms[:length], video, where, report)
         if visible == 0:
             report.warnings.append(f"{where}: the instance is absent (null) in every frame")
         tracks_per_video[vid] += 1
-        instances_per_category[ann.get("category_id")] += 1
+        instances_per_category[category_id if _is_id(category_id) else None] += 1
         num_objects += visible
     empty = [vid for vid in videos if tracks_per_video[vid] == 0]
     if empty:
@@ -187,6 +194,41 @@ def _check_annotations(
         frame_objects=num_objects,
         tracks_per_category=dict(sorted(instances_per_category.items(), key=lambda kv: str(kv[0]))),
     )
+
+
+def _check_track(segms: list, video: dict, where: str, report: ValidationReport) -> int:
+    """Check the per-frame segmentations of one track; returns in how many frames it is visible."""
+    masks: dict[int, Any] = {}
+    for t, segm in enumerate(segms):
+        if segm is None:
+            continue
+        frame_where = f"{where}, frame {t}, field 'segmentations'"
+        try:
+            segm = _frame_segmentation(segm, video, frame_where)
+        except DatasetFormatError as e:
+            report.problems.append(str(e))
+            continue
+        if segm is None:
+            report.warnings.append(f"{frame_where}: no valid polygon (needs >= 3 points); ignored")
+            continue
+        masks[t] = segm
+    height, width = video["height"], video["width"]
+    strings = [t for t, m in masks.items() if isinstance(m, dict) and isinstance(m["counts"], str)]
+    reasons = rle_problems([masks[t]["counts"] for t in strings], [height * width] * len(strings))
+    for t, reason in zip(strings, reasons):
+        if reason:  # pycocotools would read or write past the mask: never hand it such a string
+            report.problems.append(f"{where}, frame {t}, field 'segmentations': the RLE {reason}")
+            del masks[t]
+    visible = 0
+    for t, segm in masks.items():
+        rle = segm if isinstance(segm, dict) else mask_util.merge(mask_util.frPyObjects(segm, height, width))
+        if mask_util.area(rle) == 0:
+            report.warnings.append(
+                f"{where}, frame {t}, field 'segmentations': empty mask (use null for absent instances)"
+            )
+            continue
+        visible += 1
+    return visible
 
 
 def _check_frames(videos: dict, image_root: str, decode: bool, num_workers: int, report: ValidationReport):

@@ -15,6 +15,7 @@ from PIL import Image
 from mdqe.data import YTVISDatasetMapper, load_ytvis_json
 from mdqe.data.datasets.ytvis import DatasetFormatError
 from mdqe.data.frames import FrameReadError, conversion_counts, read_frame
+from mdqe.data.validation import validate_ytvis_dataset
 
 H, W = 12, 16
 
@@ -150,3 +151,48 @@ def test_read_frame_returns_bgr_on_request(tmp_path):
     path = tmp_path / "red.png"
     Image.new("RGB", (4, 3), (255, 0, 0)).save(path)
     assert read_frame(str(path), "BGR")[0, 0].tolist() == [0, 0, 255]
+
+
+def _segmentation(frame: int, value):
+    return lambda d: d["annotations"][0]["segmentations"].__setitem__(frame, value)
+
+
+HOSTILE = {
+    "huge frame": (
+        lambda d: d["videos"][0].update(height=100_000, width=100_000),
+        r"video 5: has 100000 x 100000 = 10,000,000,000 pixels per frame, past the limit 67,108,864",
+    ),
+    "runs past the frame": (
+        _segmentation(1, {"size": [H, W], "counts": "0" + "5" * 40}),  # 2100 pixels for a frame of 192
+        r"annotation 11, frame 1, field 'segmentations': the RLE does not decode: run lengths add up to",
+    ),
+    "truncated runs": (_segmentation(0, {"size": [H, W], "counts": "0o"}), "end inside a run length"),
+    "uncompressed past the frame": (
+        _segmentation(2, {"size": [H, W], "counts": [100, 100]}),
+        "has uncompressed run lengths adding up to 200, not 192",
+    ),
+    "huge polygon": (_segmentation(0, [[0, 0, 1e12, 0, 4, 4]]), "has a polygon coordinate past"),
+    "nan polygon": (_segmentation(0, [[0, 0, float("nan"), 0, 4, 4]]), "not a finite number"),
+    "video not an object": (lambda d: d["videos"].append([5]), "expected a json object, found list"),
+    "names not strings": (lambda d: d["videos"][0].update(file_names=[1, 2, 3]), "not a string"),
+    "category id a string": (lambda d: d["categories"][0].update(id="1"), "field 'id' is a str, not a int"),
+    "unhashable category": (
+        lambda d: d["annotations"][0].update(category_id=[1]),
+        r"unknown category_id \[1\]",
+    ),
+    "bbox not numbers": (
+        lambda d: d["annotations"][0]["bboxes"].__setitem__(0, "box"),
+        "frame 0: field 'bboxes' is not 4 finite numbers",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_hostile_dataset_json_gets_one_clear_error_before_any_mask_is_decoded(tmp_path, case):
+    mutate, match = HOSTILE[case]
+    json_file, root = _dataset(tmp_path, mutate=mutate)
+    with pytest.raises(DatasetFormatError, match=match) as error:
+        load_ytvis_json(json_file, root)
+    assert "\n" not in str(error.value)
+    # the validator reports the same file as a problem instead of failing
+    assert not validate_ytvis_dataset(json_file, root, decode_frames=False).ok

@@ -6,12 +6,15 @@ except for test splits, `annotations`: one per instance track, with per-frame li
 
 Every structural problem is reported with the file, video id, annotation id and field it concerns
 (`DatasetFormatError`); a missing file or folder gives `DatasetNotFoundError`, one line saying what to do.
+A json from others is read with bounded work (`mdqe.utils.bounded_io`) and every segmentation is checked
+until pycocotools can decode it safely (`mdqe.utils.rle`: frame size, run lengths, polygon extent).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections import defaultdict
 from typing import Any, Callable
@@ -20,6 +23,9 @@ import numpy as np
 import pycocotools.mask as mask_util
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
+
+from ...utils.bounded_io import UntrustedInputError, read_json_file
+from ...utils.rle import frame_size_problem, polygon_problem, rle_problems, rle_structure_problem
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +63,10 @@ def check_dataset_paths(dataset_name: str, json_file: str, image_root: str) -> N
 
 
 def read_json(json_file: str) -> dict[str, Any]:
-    """Parse a dataset json file, turning decoding errors into a `DatasetFormatError` naming the file."""
+    """Parse a dataset json file with bounded work (`mdqe.utils.bounded_io`: size and nesting limits),
+    turning decoding errors into a `DatasetFormatError` naming the file."""
     try:
-        with open(json_file, encoding="utf-8") as f:
-            data = json.load(f)
+        data = read_json_file(json_file)
     except json.JSONDecodeError as e:
         raise DatasetFormatError(
             f"{json_file}: malformed json ({e.msg} at line {e.lineno}, column {e.colno}); "
@@ -68,6 +74,10 @@ def read_json(json_file: str) -> dict[str, Any]:
         ) from e
     except UnicodeDecodeError as e:
         raise DatasetFormatError(f"{json_file}: not a UTF-8 json file ({e})") from e
+    except UntrustedInputError as e:
+        raise DatasetFormatError(str(e)) from e
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise DatasetFormatError(f"{json_file}: cannot parse the json ({e})") from e
     if not isinstance(data, dict):
         raise DatasetFormatError(
             f"{json_file}: expected a json object at top level, found {type(data).__name__}"
@@ -75,40 +85,59 @@ def read_json(json_file: str) -> dict[str, Any]:
     return data
 
 
-def _require(obj: dict, key: str, where: str) -> Any:
+def _require(obj: Any, key: str, where: str, kind: type | tuple[type, ...] | None = None) -> Any:
+    """`obj[key]`, which must exist (and be a `kind`); else a DatasetFormatError naming `where`."""
+    if not isinstance(obj, dict):
+        raise DatasetFormatError(f"{where}: expected a json object, found {type(obj).__name__}")
     if key not in obj:
         raise DatasetFormatError(f"{where}: missing field '{key}'")
-    return obj[key]
+    value = obj[key]
+    if kind is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise DatasetFormatError(f"{where}: field '{key}' is a {type(value).__name__}, not a {names}")
+    return value
 
 
-def _check_video(video: dict, json_file: str) -> None:
-    vid = video.get("id", "?")
-    where = f"{json_file}: video {vid}"
-    for key in ("id", "file_names", "height", "width"):
-        _require(video, key, where)
-    length = video.get("length", len(video["file_names"]))
-    if len(video["file_names"]) != length:
+def _check_video(video: Any, json_file: str) -> None:
+    vid = video.get("id", "?") if isinstance(video, dict) else "?"
+    where = f"{json_file}: video {vid!r:.40}"
+    _require(video, "id", where, (int, str))
+    file_names = _require(video, "file_names", where, list)
+    if not all(isinstance(name, str) for name in file_names):
+        raise DatasetFormatError(f"{where}: field 'file_names' holds a name that is not a string")
+    problem = frame_size_problem(_require(video, "height", where), _require(video, "width", where))
+    if problem:
+        raise DatasetFormatError(f"{where}: {problem} (fields 'height' / 'width')")
+    length = video.get("length", len(file_names))
+    if len(file_names) != length:
         raise DatasetFormatError(
-            f"{where}: field 'file_names' has {len(video['file_names'])} entries but 'length' is {length}"
+            f"{where}: field 'file_names' has {len(file_names)} entries but 'length' is {length!r:.40}"
         )
 
 
 def _frame_segmentation(segm: Any, video: dict, where: str) -> Any:
     """Validate one frame's segmentation; returns compressed RLE or the list of valid polygons
-    (None if no polygon is valid)."""
+    (None if no polygon is valid). The run lengths of a compressed RLE string are not decoded here:
+    pass them to `rle_problems` (in one batch) before pycocotools decodes them."""
     height, width = video["height"], video["width"]
     if isinstance(segm, dict):
-        size = list(_require(segm, "size", where))
-        if size != [height, width]:
+        size = _require(segm, "size", where)
+        if not isinstance(size, list) or size != [height, width]:
             raise DatasetFormatError(
-                f"{where}: RLE size {size} differs from the video's frame size [{height}, {width}]"
+                f"{where}: RLE size {size!r:.40} differs from the video's frame size [{height}, {width}]"
             )
-        if isinstance(segm.get("counts"), list):
+        problem = rle_structure_problem(segm, height, width)
+        if problem:
+            raise DatasetFormatError(f"{where}: the RLE {problem}")
+        if isinstance(segm["counts"], list):
             # uncompressed RLE -> compressed, the form pycocotools decodes fastest
             segm = mask_util.frPyObjects(segm, height, width)
         return segm
     if isinstance(segm, list):
         polygons = [p for p in segm if isinstance(p, list) and len(p) % 2 == 0 and len(p) >= 6]
+        problem = next((p for p in map(polygon_problem, polygons) if p), None)
+        if problem:
+            raise DatasetFormatError(f"{where}: {problem}")
         return polygons or None
     raise DatasetFormatError(f"{where}: expected RLE dict or list of polygons, found {type(segm).__name__}")
 
@@ -136,20 +165,23 @@ def load_ytvis_json(
         frame only when its segmentation and box there are non-null.
     """
     data = read_json(json_file)
-    videos = _require(data, "videos", json_file)
-    categories = _require(data, "categories", json_file)
+    videos = _require(data, "videos", json_file, list)
+    categories = _require(data, "categories", json_file, list)
     for video in videos:
         _check_video(video, json_file)
+    if len({video["id"] for video in videos}) != len(videos) or len({type(v["id"]) for v in videos}) > 1:
+        raise DatasetFormatError(f"{json_file}: the video ids are not unique ids of one type")
 
-    cat_ids = sorted(int(_require(c, "id", f"{json_file}: category")) for c in categories)
+    cat_ids = sorted(_require(c, "id", f"{json_file}: category", int) for c in categories)
     id_map = {cat_id: i for i, cat_id in enumerate(cat_ids)}
     if dataset_name is not None:
         _sync_metadata(dataset_name, json_file, categories, id_map)
 
     has_annotations = "annotations" in data
     anns_per_video: dict[Any, list[dict]] = defaultdict(list)
-    for ann in data.get("annotations", []):
-        anns_per_video[_require(ann, "video_id", f"{json_file}: annotation {ann.get('id', '?')}")].append(ann)
+    for ann in _require(data, "annotations", json_file, list) if has_annotations else []:
+        where = f"{json_file}: annotation {ann.get('id', '?') if isinstance(ann, dict) else '?'!r:.40}"
+        anns_per_video[_require(ann, "video_id", where, (int, str))].append(ann)
     video_ids = {v["id"] for v in videos}
     num_orphans = sum(len(anns) for vid, anns in anns_per_video.items() if vid not in video_ids)
     if num_orphans:
@@ -159,6 +191,7 @@ def load_ytvis_json(
     num_invalid_polygons = 0
     num_empty_videos = 0
     dataset_dicts = []
+    rle_strings: list[tuple[str, dict, str]] = []  # (where, RLE, counts) to check before decoding
     for video in sorted(videos, key=lambda v: v["id"]):
         length = video.get("length", len(video["file_names"]))
         record = {
@@ -171,12 +204,15 @@ def load_ytvis_json(
         if has_annotations:
             frames: list[list[dict]] = [[] for _ in range(length)]
             for ann in anns_per_video.get(video["id"], []):
-                num_invalid_polygons += _add_track(ann, video, length, id_map, ann_keys, frames, json_file)
+                num_invalid_polygons += _add_track(
+                    ann, video, length, id_map, ann_keys, frames, json_file, rle_strings
+                )
             if not any(frames):
                 num_empty_videos += 1
             record["annotations"] = frames
         dataset_dicts.append(record)
 
+    _check_rle_strings(rle_strings)
     logger.info(f"Loaded {len(dataset_dicts)} videos in YouTube-VIS format from {json_file}")
     if num_empty_videos:
         logger.warning(
@@ -198,17 +234,20 @@ def _add_track(
     ann_keys: list,
     frames: list[list[dict]],
     json_file: str,
+    rle_strings: list[tuple[str, dict, str]],
 ) -> int:
-    """Append the per-frame objects of one annotation track to `frames`; returns the number of frames
-    dropped for having no valid polygon."""
-    where = f"{json_file}: video {video['id']}, annotation {ann.get('id', '?')}"
+    """Append the per-frame objects of one annotation track to `frames` (and its compressed RLE strings,
+    to be checked, to `rle_strings`); returns the number of frames dropped for having no valid polygon."""
+    where = f"{json_file}: video {video['id']}, annotation {ann.get('id', '?')!r:.40}"
     category_id = _require(ann, "category_id", where)
-    if category_id not in id_map:
+    if not isinstance(category_id, int) or category_id not in id_map:
         raise DatasetFormatError(
-            f"{where}: unknown category_id {category_id} (the json's categories are {sorted(id_map)})"
+            f"{where}: unknown category_id {category_id!r:.40} (the json's categories are {sorted(id_map)})"
         )
-    segms = _require(ann, "segmentations", where)
+    segms = _require(ann, "segmentations", where, list)
     bboxes = ann.get("bboxes")
+    if bboxes is not None and not isinstance(bboxes, list):
+        raise DatasetFormatError(f"{where}: field 'bboxes' is a {type(bboxes).__name__}, not a list")
     for field, values in (("segmentations", segms), ("bboxes", bboxes)):
         if values is not None and len(values) != length:
             raise DatasetFormatError(
@@ -220,18 +259,39 @@ def _add_track(
     for frame_idx, segm in enumerate(segms):
         if segm is None or (bboxes is not None and bboxes[frame_idx] is None):
             continue
-        segm = _frame_segmentation(segm, video, f"{where}, frame {frame_idx}, field 'segmentations'")
+        frame_where = f"{where}, frame {frame_idx}, field 'segmentations'"
+        original = segm
+        segm = _frame_segmentation(segm, video, frame_where)
         if segm is None:
             dropped += 1
             continue
+        if isinstance(original, dict) and isinstance(original["counts"], str):
+            rle_strings.append((frame_where, segm, original["counts"]))
         if bboxes is not None:
-            bbox = list(bboxes[frame_idx])
+            bbox = bboxes[frame_idx]
+            if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_finite_number, bbox))):
+                raise DatasetFormatError(
+                    f"{where}, frame {frame_idx}: field 'bboxes' is not 4 finite numbers"
+                )
         else:
             bbox = _segmentation_box(segm)
         frames[frame_idx].append(
             {**obj_base, "bbox": bbox, "bbox_mode": BoxMode.XYWH_ABS, "segmentation": segm}
         )
     return dropped
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_rle_strings(rle_strings: list[tuple[str, dict, str]]) -> None:
+    """Decode the run lengths of every compressed RLE string at once (`rle_problems`): a string whose
+    runs do not add up to its frame would make pycocotools write past its mask."""
+    pixels = [rle["size"][0] * rle["size"][1] for _, rle, _ in rle_strings]
+    for (where, _, _), reason in zip(rle_strings, rle_problems([c for _, _, c in rle_strings], pixels)):
+        if reason:
+            raise DatasetFormatError(f"{where}: the RLE {reason}")
 
 
 def _segmentation_box(segm: Any) -> list[float]:
@@ -247,7 +307,7 @@ def _sync_metadata(dataset_name: str, json_file: str, categories: list[dict], id
     meta = MetadataCatalog.get(dataset_name)
     registered = meta.get("thing_dataset_id_to_contiguous_id")
     if registered is None:
-        names = {c["id"]: c.get("name", str(c["id"])) for c in categories}
+        names = {c["id"]: str(c.get("name", c["id"])) for c in categories}
         meta.thing_classes = [names[i] for i in sorted(id_map)]
         meta.thing_dataset_id_to_contiguous_id = id_map
         return
