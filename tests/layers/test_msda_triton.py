@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch._dynamo
 from test_ms_deform_attn import LEVELS, make_inputs
+from test_msda_op import attend, forward_backward, make_module, module_inputs
 
 from mdqe.layers import ms_deform_attn, msda_backend
 
@@ -147,8 +149,16 @@ def test_triton_operator_passes_opcheck():
         t.to(DEVICE) for t in _inputs("1x1 level, off-map samples, D=24")
     )
     args = (value.requires_grad_(), shapes, starts, locations.requires_grad_(), weights.requires_grad_())
-    torch.library.opcheck(
-        torch.ops.mdqe.ms_deform_attn_triton.default,
-        args,
-        test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
-    )
+    torch.library.opcheck(torch.ops.mdqe.ms_deform_attn_triton.default, args)
+
+
+def test_compiled_module_with_the_triton_operator_equals_eager():
+    torch._dynamo.reset()
+    module = make_module("spatial").to(DEVICE)
+    inputs = tuple(t.to(DEVICE) for t in module_inputs(module, queries=11))
+    eager = forward_backward(attend, module, inputs)
+    compiled = forward_backward(torch.compile(attend, fullgraph=True), module, inputs)
+    torch._dynamo.reset()
+    torch.testing.assert_close(compiled[0], eager[0], rtol=1e-5, atol=1e-6)
+    for got, expected in zip(compiled[3], eager[3]):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
