@@ -2,8 +2,10 @@
 category and per occlusion level, precision-recall curves, the error breakdown, and the worst videos,
 with strips of frames showing the ground truth beside the predictions when the frames are available.
 
-Plots are matplotlib figures inlined as SVG; frame strips are PNG data URIs. Only numpy, pycocotools and
-matplotlib are imported (matplotlib's object API, no pyplot: no display backend is needed).
+Plots are matplotlib figures inlined as SVG; frame strips are PNG data URIs. Every name from the files
+(category, video, file) is shown as text, never as markup, and frames are read only from under the image
+root. Only numpy, pycocotools and matplotlib (with its Pillow) are imported (matplotlib's object API, no
+pyplot: no display backend is needed).
 """
 
 from __future__ import annotations
@@ -133,6 +135,7 @@ def _bars(values: Mapping[str, float], ylabel: str, width: float = 8.0, percent_
         names,
         rotation=60 if len(names) > 6 else 0,
         ha="right" if len(names) > 6 else "center",
+        parse_math=False,  # a category name is text: "$" starts no formula (a bad one would raise)
     )
     ax.set_ylabel(ylabel)
     top = max(heights, default=0)
@@ -254,11 +257,10 @@ def _strip(
     preds = sorted((r for r in results if r["video_id"] == video["id"]), key=lambda r: -r["score"])[:5]
     cells = []
     for f in frames:
-        path = os.path.join(image_root, names[f])
-        if not os.path.isfile(path):
-            missing = html.escape(path)
-            return f'<p class="muted">video {html.escape(str(video["id"]))}: frame {missing} not found</p>'
-        image = _read_rgb(path)
+        try:
+            image = _read_rgb(image_root, names[f], height, width)
+        except ValueError as e:
+            return f'<p class="muted">video {html.escape(str(video["id"]))}: frame {html.escape(str(e))}</p>'
         cells.append(
             (
                 _png(
@@ -287,13 +289,26 @@ def _strip(
     )
 
 
-def _read_rgb(path: str) -> np.ndarray:
-    from matplotlib import image as mpimg
+def _read_rgb(image_root: str, name: Any, height: int, width: int) -> np.ndarray:
+    """(H, W, 3) uint8 frame `name` under `image_root`; ValueError saying why for a name that leaves the
+    folder (a ground truth from others must not put other files of this machine into the report), a
+    missing or unreadable file, or a frame of another size than the video's (read from its header, so a
+    huge image is never decoded)."""
+    from PIL import Image
 
-    image = np.asarray(mpimg.imread(path))
-    if image.dtype != np.uint8:
-        image = (np.clip(image, 0, 1) * 255).astype(np.uint8)
-    return image[..., :3] if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+    root = os.path.realpath(image_root)
+    path = os.path.realpath(os.path.join(root, name)) if isinstance(name, str) else ""
+    if not path or os.path.commonpath([root, path]) != root:
+        raise ValueError(f"file name {name!r:.80} is outside the image root")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} not found")
+    try:
+        with Image.open(path) as image:
+            if image.size != (width, height):
+                raise ValueError(f"{path} is {image.size[0]}x{image.size[1]}, the video {width}x{height}")
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path} cannot be read ({e})") from None
 
 
 def _mask(segmentation: Any, height: int, width: int) -> np.ndarray | None:
@@ -311,13 +326,14 @@ def _mask(segmentation: Any, height: int, width: int) -> np.ndarray | None:
 
 def _overlay(image: np.ndarray, segmentations: Sequence[Any], height: int, width: int) -> np.ndarray:
     """The frame with each mask blended in its own colour, shrunk to at most 240 pixels wide."""
-    out = image.astype(np.float64).copy()
+    step = max(1, math.ceil(image.shape[1] / 240))
+    out = image[::step, ::step].astype(np.float64)
     for i, segmentation in enumerate(segmentations):
         mask = _mask(segmentation, height, width)
-        if mask is not None and mask.shape == out.shape[:2]:
+        if mask is not None and mask.shape == image.shape[:2]:
+            mask = mask[::step, ::step]
             out[mask] = 0.45 * out[mask] + 0.55 * _COLORS[i % len(_COLORS)]
-    step = max(1, math.ceil(out.shape[1] / 240))
-    return out[::step, ::step].astype(np.uint8)
+    return out.astype(np.uint8)
 
 
 def _png(image: np.ndarray) -> str:
