@@ -8,7 +8,8 @@
 
 The input is a video file (.mp4/.avi/... via OpenCV), a folder of frames (sorted by name), or a list of
 images. Each instance is drawn with its mask, a colour that stays the same through the video, its class
-name and score.
+name and score. The whole video is held in memory: an input whose decoded frames pass 2 GiB is refused
+before they are decoded (raise the limit with MDQE_MAX_VIDEO_BYTES, see mdqe/data/frames.py).
 """
 
 from __future__ import annotations
@@ -16,59 +17,28 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-def read_video_file(path: str) -> tuple[list[np.ndarray], float]:
-    """RGB frames and frame rate of a video file."""
-    capture = cv2.VideoCapture(path)
-    if not capture.isOpened():
-        raise SystemExit(f"error: OpenCV cannot open the video {path}")
-    fps = capture.get(cv2.CAP_PROP_FPS) or 6.0
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    capture.release()
-    if not frames:
-        raise SystemExit(f"error: no frame could be decoded from {path}")
-    return frames, fps
-
-
-def read_images(paths: list[str]) -> list[np.ndarray]:
-    frames = []
-    for path in paths:
-        try:
-            frames.append(np.asarray(Image.open(path).convert("RGB")))
-        except OSError as e:
-            raise SystemExit(f"error: cannot read the image {path}: {e}") from None
-    return frames
+# detectron2 v0.6 scripts a few helpers at import time, which recent PyTorch flags on every run
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 
 def read_input(inputs: list[str]) -> tuple[list[np.ndarray], float]:
-    """Frames (RGB uint8) and a frame rate from a video file, a folder of frames or a list of images."""
-    for path in inputs:
-        if not os.path.exists(path):
-            raise SystemExit(f"error: input not found: {path}")
-    if len(inputs) == 1 and os.path.isdir(inputs[0]):
-        names = sorted(n for n in os.listdir(inputs[0]) if n.lower().endswith(IMAGE_EXTENSIONS))
-        if not names:
-            raise SystemExit(f"error: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder {inputs[0]}")
-        return read_images([os.path.join(inputs[0], n) for n in names]), 6.0
-    if len(inputs) == 1 and not inputs[0].lower().endswith(IMAGE_EXTENSIONS):
-        return read_video_file(inputs[0])
-    return read_images(inputs), 6.0
+    """Frames (RGB uint8) and a frame rate from a video file, a folder of frames or a list of images,
+    within the memory limit of `mdqe.data.frames` (MDQE_MAX_VIDEO_BYTES); a bad input ends the tool with
+    one line."""
+    from mdqe.data.frames import FrameReadError, read_frames_input
+
+    try:
+        return read_frames_input(inputs)
+    except FrameReadError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def draw_predictions(
