@@ -4,7 +4,8 @@
 Compiles the forward and backward kernels for each GPU architecture, input dtype and head dim (down to
 cubin, with the ptxas that Triton ships), and checks that problems of different frame sizes, query counts,
 batches, levels and points bind to the same compiled kernel (nothing is recompiled for a new input size).
-Prints one table; exits 1 if a kernel fails to compile or is specialised on a run-time size.
+Prints one table (with ptxas's register and spill counts); exits 1 if a kernel fails to compile or is
+specialised on a run-time size.
 
     python tools/check_triton_build.py                      # sm_80 and sm_90, fp32/fp16/bf16, D = 24 and 32
     python tools/check_triton_build.py --archs 90 --dtypes bfloat16 --head-dims 32
@@ -44,8 +45,10 @@ def main() -> int:
     print(
         f"check_triton_build: triton {triton.__version__}, targets {', '.join(f'sm_{a}' for a in args.archs)}"
     )
-    print("| target | kernel | dtype | D | compile s | cubin bytes | shared bytes |")
-    print("|---|---|---|---:|---:|---:|---:|")
+    print(
+        "| target | kernel | dtype | D | compile s | cubin bytes | shared bytes | registers | spilled bytes |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     try:
         results = build.build_kernels(tuple(args.archs), tuple(args.dtypes), tuple(args.head_dims))
     except Exception as e:  # a compile error is what this check exists to report
@@ -54,7 +57,7 @@ def main() -> int:
     for r in results:
         print(
             f"| sm_{r.arch} | {r.kernel} | {r.dtype} | {r.channels} | {r.seconds:.2f} | {r.cubin_bytes} "
-            f"| {r.shared_bytes} |"
+            f"| {r.shared_bytes} | {r.registers} | {r.spill_bytes} |"
         )
     failures = []
     for channels in args.head_dims:

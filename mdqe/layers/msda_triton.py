@@ -190,12 +190,17 @@ def _backward_kernel(
             tl.store(grad_loc_ptr + loc_index + 1, grad_y.to(grad_loc_ptr.dtype.element_ty), mask=q_mask)
 
 
-def launch_config(channels: int) -> dict[str, int]:
+def launch_config(channels: int, backward: bool = False) -> dict[str, int]:
     """The fixed launch configuration for D channels per head: the tile is (BLOCK_Q, BLOCK_D) with
-    BLOCK_D = D rounded up to a power of two, about 2048 elements (16 per thread at 4 warps)."""
+    BLOCK_D = D rounded up to a power of two, and 8 elements per thread at 4 warps in the forward, 4 in
+    the backward (which holds four corner tiles, the output gradient and the atomics' addresses). For
+    D = 32, ptxas gives the forward 72 registers on sm_80 and sm_90, the backward 116 on sm_80 and 54 on
+    sm_90, no spills; twice the elements per thread took about twice the registers (up to 230), so a
+    third of the warps per multiprocessor, for a kernel that waits on gathers."""
     block_d = triton.next_power_of_2(channels)
+    elements = 512 if backward else 1024
     return {
-        "BLOCK_Q": max(16, min(64, 2048 // block_d)),
+        "BLOCK_Q": max(16, min(64, elements // block_d)),
         "BLOCK_D": block_d,
         "num_warps": 4,
     }
@@ -249,7 +254,7 @@ def backward_launch(
     `grad_value` (N, S, M, D) float32 (zeroed) and writes `grad_locations`, `grad_weights` (contiguous)."""
     n, s, m, d = value.shape
     _, lq, _, num_levels, num_points, _ = sampling_locations.shape
-    config = launch_config(d)
+    config = launch_config(d, backward=True)
     inputs = (value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output)
     return Launch(
         grid=(triton.cdiv(lq, config["BLOCK_Q"]), n * m),

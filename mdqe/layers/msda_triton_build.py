@@ -13,8 +13,12 @@ Needs Triton's real compiler, so TRITON_INTERPRET must not be set when this modu
 
 from __future__ import annotations
 
+import re
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import triton
@@ -24,7 +28,14 @@ from triton.runtime.jit import create_function_from_signature
 
 from . import msda_triton
 
-__all__ = ["BuildResult", "Problem", "build_kernels", "specialisation", "unspecialised_sizes_problems"]
+__all__ = [
+    "BuildResult",
+    "Problem",
+    "build_kernels",
+    "register_usage",
+    "specialisation",
+    "unspecialised_sizes_problems",
+]
 
 ARCHS = (80, 90)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -52,6 +63,8 @@ class BuildResult:
     seconds: float
     cubin_bytes: int
     shared_bytes: int
+    registers: int
+    spill_bytes: int
 
 
 def _require_compiler() -> None:
@@ -114,6 +127,31 @@ def compile_launch(kernel_name: str, launch: msda_triton.Launch, arch: int):
     )
 
 
+def register_usage(compiled, arch: int) -> tuple[int, int]:
+    """(registers per thread, spill stores + loads in bytes) of a compiled kernel, from `ptxas -v` (the
+    ptxas that Triton uses) on its PTX."""
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx = Path(tmp) / "kernel.ptx"
+        ptx.write_text(compiled.asm["ptx"])
+        suffix = "a" if arch >= 90 else ""
+        cmd = [
+            get_ptxas(arch).path,
+            "-v",
+            f"--gpu-name=sm_{arch}{suffix}",
+            str(ptx),
+            "-o",
+            str(ptx.with_suffix(".o")),
+        ]
+        report = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+    registers = re.search(r"Used (\d+) registers", report)
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
+    if registers is None or spills is None:
+        raise RuntimeError(f"unexpected ptxas -v report: {report!r}")
+    return int(registers.group(1)), int(spills.group(1)) + int(spills.group(2))
+
+
 def build_kernels(
     archs: tuple[int, ...] = ARCHS,
     dtypes: tuple[str, ...] = tuple(DTYPES),
@@ -130,15 +168,19 @@ def build_kernels(
                 for name, launch in launches(problem, DTYPES[dtype]).items():
                     start = time.perf_counter()
                     compiled = compile_launch(name, launch, arch)
+                    seconds = time.perf_counter() - start
+                    registers, spill_bytes = register_usage(compiled, arch)
                     results.append(
                         BuildResult(
                             arch=arch,
                             kernel=name,
                             dtype=dtype,
                             channels=channels,
-                            seconds=time.perf_counter() - start,
+                            seconds=seconds,
                             cubin_bytes=len(compiled.asm["cubin"]),
                             shared_bytes=int(compiled.metadata.shared),
+                            registers=registers,
+                            spill_bytes=spill_bytes,
                         )
                     )
     return results
