@@ -130,6 +130,12 @@ def _add_model_config(cfg: CfgNode) -> None:
     # Not in the original: number of mask feature channels (prototypes); 0 means HIDDEN_DIM // 8, the
     # original's (MASK_DIM above is not used by the original, and Swin-L's HIDDEN_DIM 192 gives 24).
     cfg.MODEL.MDQE.MASK_FEAT_DIM = 0
+    # Not in the original (whose behaviour is False): run the per-frame part (backbone, input projections,
+    # encoder, query selection, mask features) and the per-clip part (association, decoder, heads) through
+    # torch.compile, for training and inference; criterion, matcher and tracker stay eager. Frame sizes
+    # are dynamic: a new size does not recompile (mdqe/modeling/compile.py). The first call of each part
+    # compiles it (minutes for ResNet-50 on a CPU; BENCHMARKS.md "torch.compile").
+    cfg.MODEL.MDQE.COMPILE = False
 
 
 def _add_transformer_config(cfg: CfgNode) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,10 +26,12 @@ import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
 from torch import nn
 
+from mdqe.inference.frame_cache import FrameFeatures
+
 from .box_ops import box_cxcywh_to_xyxy, circumscribed_boxes
 from .build import DECODER_REGISTRY, attention_dims, num_grid_queries
 from .deform_attn import MDQEDeformAttn
-from .layers import MLP, full_precision, inverse_sigmoid
+from .layers import MLP, autocast_off, full_precision, inverse_sigmoid
 from .mask_head import MaskHead
 from .query_init import (
     associate_queries,
@@ -170,12 +173,16 @@ class DecoderLayer(nn.Module):
         self.norm3_inst = nn.LayerNorm(dim)
 
     def project_values(
-        self, memory: torch.Tensor, padding_mask: torch.Tensor | None, spatial_shapes: torch.Tensor
+        self,
+        memory: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+        level_sizes: Sequence[tuple[int, int]],
     ) -> LayerValues:
-        """memory: (N, S, C) encoder tokens of N frames, padding_mask (N, S) -> this layer's values."""
+        """memory: (N, S, C) encoder tokens of N frames, padding_mask (N, S), level_sizes: the L
+        (H_l, W_l) -> this layer's values."""
         temporal = None
         if self.temp_attn_inst is not None:
-            temporal = self.temp_attn_inst.project_value_levels(memory, spatial_shapes, padding_mask)
+            temporal = self.temp_attn_inst.project_value_levels(memory, level_sizes, padding_mask)
         return LayerValues(self.cross_attn.project_value(memory, padding_mask), temporal)
 
     def forward(
@@ -339,32 +346,65 @@ class QueryDecoder(nn.Module):
 
     # ------------------------------------------------------------------------------ per-frame parts
     @staticmethod
-    def split_levels(memory: torch.Tensor, spatial_shapes: torch.Tensor) -> list[torch.Tensor]:
-        """memory: (N, S, C) -> per level (N, C, H_l, W_l)."""
-        sizes = spatial_shapes.prod(-1).tolist()
-        return [
-            level.transpose(1, 2).unflatten(2, (h, w))
-            for level, (h, w) in zip(memory.split(sizes, dim=1), spatial_shapes.tolist())
-        ]
+    def split_levels(memory: torch.Tensor, level_sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+        """memory: (N, S, C), level_sizes: L (H_l, W_l) -> per level (N, C, H_l, W_l)."""
+        levels = memory.split([h * w for h, w in level_sizes], dim=1)
+        return [level.transpose(1, 2).unflatten(2, (h, w)) for level, (h, w) in zip(levels, level_sizes)]
 
-    def mask_features(self, memory: torch.Tensor, spatial_shapes: torch.Tensor) -> torch.Tensor:
+    def mask_features(self, memory: torch.Tensor, level_sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
         """memory: (N, S, C) encoder tokens of N frames -> (N, M, 2 H_0, 2 W_0) stride-4 mask features."""
-        levels = self.split_levels(memory, spatial_shapes)
+        levels = self.split_levels(memory, level_sizes)
         return self.mask_head(levels[0], levels[1], levels[2])
 
-    def init_frame_queries(self, memory: torch.Tensor, spatial_shapes: torch.Tensor) -> FrameQueries:
+    def init_frame_queries(
+        self, memory: torch.Tensor, level_sizes: Sequence[tuple[int, int]]
+    ) -> FrameQueries:
         """Grid-guided query selection on each of N frames (memory (N, S, C))."""
-        levels = self.split_levels(memory, spatial_shapes)
+        levels = self.split_levels(memory, level_sizes)
         rpn_logits = self.rpn_cls_embed(levels[0].permute(0, 2, 3, 1))
         coords = select_grid_queries(rpn_logits, self.grid_size)
         features = sample_query_features(levels, coords)
         return FrameQueries(rpn_logits, coords, features, self.track_embed(features))
 
     def project_values(
-        self, memory: torch.Tensor, padding_mask: torch.Tensor | None, spatial_shapes: torch.Tensor
+        self,
+        memory: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+        level_sizes: Sequence[tuple[int, int]],
     ) -> list[LayerValues]:
-        """memory: (N, S, C), padding_mask: (N, S) -> every layer's attention values of the N frames."""
-        return [layer.project_values(memory, padding_mask, spatial_shapes) for layer in self.decoder.layers]
+        """memory: (N, S, C), padding_mask: (N, S), level_sizes: the L (H_l, W_l) -> every layer's
+        attention values of the N frames."""
+        return [layer.project_values(memory, padding_mask, level_sizes) for layer in self.decoder.layers]
+
+    def frame_features(
+        self,
+        memory: torch.Tensor,
+        padding_mask: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_sizes: Sequence[tuple[int, int]],
+    ) -> FrameFeatures:
+        """Everything the decoder computes per frame, from the encoder's output for N frames.
+
+        Args:
+            memory: (N, S, C) encoder tokens; padding_mask: (N, S) bool; spatial_shapes: (L, 2) int64;
+            level_sizes: the same L sizes as ints.
+
+        Returns:
+            `FrameFeatures` with tensors "coords" (N, Q, 2), "features" (N, Q, C), "track_embed" (N, Q, E),
+            "mask_feats" (N, M, 2 H_0, 2 W_0), and in training mode "rpn_logits" (N, H_0, W_0, K); values:
+            every layer's attention values (`project_values`).
+        """
+        queries = self.init_frame_queries(memory, level_sizes)
+        tensors = {
+            "coords": queries.coords,
+            # contiguous, as after the frame cache's concatenation: one memory layout for the per-clip part
+            "features": queries.features.contiguous(),
+            "track_embed": queries.track_embed,
+            "mask_feats": self.mask_features(memory, level_sizes),
+        }
+        if self.training:
+            tensors["rpn_logits"] = queries.rpn_logits
+        return FrameFeatures(spatial_shapes, tensors, self.project_values(memory, padding_mask, level_sizes))
 
     # --------------------------------------------------------------------------------- per clip
     def associate(
@@ -418,7 +458,7 @@ class QueryDecoder(nn.Module):
             values: per layer, the attention values of the B*T frames (`project_values`).
             spatial_shapes: (L, 2) int64.
         """
-        with torch.autocast(device_type=features.device.type, enabled=False):
+        with autocast_off(features.device.type):
             batch, frames = features.shape[:2]
             center = (frames - 1) // 2
             temporal_frames = temporal_frame_indices(frames, self.n_frames)
@@ -464,15 +504,39 @@ class QueryDecoder(nn.Module):
         normed = self.decoder_norm(clip_queries)
         return self.cls_embed(normed), self.mask_embed(normed).tanh()
 
-    # ------------------------------------------------------------------------------------ training
-    def forward(
-        self, memory: torch.Tensor, padding_mask: torch.Tensor, spatial_shapes: torch.Tensor, num_frames: int
-    ) -> dict[str, torch.Tensor]:
-        """Training outputs for clips of `num_frames` frames.
+    def clip_heads(self, features: FrameFeatures, num_frames: int) -> dict[str, torch.Tensor]:
+        """The per-clip part of inference: the last decoder layer's outputs of B clips.
 
         Args:
-            memory: (B*T, S, C) encoder tokens, frames clip-major; padding_mask: (B*T, S) bool;
-            spatial_shapes: (L, 2) int64; num_frames: T.
+            features: the `frame_features` of B * T frames, clip-major; num_frames: T.
+
+        Returns:
+            "pred_logits" (B, Q, K) class logits, "pred_mask_coeff" (B, Q, M) (tanh), "pred_boxes"
+            (B, Q, T, 4) normalised xyxy, "query_embed" (B, Q, C) instance queries before the decoder norm
+            (the tracker's embeddings).
+        """
+        out = self._decode_features(features, num_frames)
+        clip_queries = out.clip_queries[-1]
+        logits, mask_coeff = self.heads(clip_queries)
+        boxes = box_cxcywh_to_xyxy(out.boxes[-1].unflatten(0, (-1, num_frames)).transpose(1, 2))
+        return {
+            "pred_logits": logits,
+            "pred_mask_coeff": mask_coeff,
+            "pred_boxes": boxes,
+            "query_embed": clip_queries,
+        }
+
+    def _decode_features(self, features: FrameFeatures, num_frames: int) -> DecoderOutput:
+        t = features.tensors
+        queries = FrameQueries(None, t["coords"], t["features"], t["track_embed"]).per_clip(num_frames)
+        return self.decode_clips(queries, features.values, features.spatial_shapes)
+
+    # ------------------------------------------------------------------------------------ training
+    def forward(self, features: FrameFeatures, num_frames: int) -> dict[str, torch.Tensor]:
+        """The per-clip part of training: outputs of every decoder layer for B clips.
+
+        Args:
+            features: the `frame_features` (training mode) of B * T frames, clip-major; num_frames: T.
 
         Returns:
             the criterion's inputs: pred_logits (L+1, B, Q, K), pred_boxes (L+1, B, Q, T, 4) xyxy,
@@ -480,18 +544,16 @@ class QueryDecoder(nn.Module):
             rpn_sem_cls (B, T, H_0, W_0, K), query_init_embed (B, T, Q, E) and
             query_init_coords (B, T, Q, 2), the last two before association.
         """
-        queries = self.init_frame_queries(memory, spatial_shapes).per_clip(num_frames)
-        values = self.project_values(memory, padding_mask, spatial_shapes)
-        out = self.decode_clips(queries, values, spatial_shapes)
+        out = self._decode_features(features, num_frames)
         logits, mask_coeff = self.heads(out.clip_queries)
         boxes = box_cxcywh_to_xyxy(out.boxes.unflatten(1, (-1, num_frames)).transpose(2, 3))
-        mask_feats = self.mask_features(memory, spatial_shapes).unflatten(0, (-1, num_frames)).transpose(1, 2)
+        t = {key: value.unflatten(0, (-1, num_frames)) for key, value in features.tensors.items()}
         return {
             "pred_logits": logits,
             "pred_boxes": boxes,
             "pred_mask_coeff": mask_coeff,
-            "mask_feats": mask_feats,
-            "rpn_sem_cls": queries.rpn_logits,
-            "query_init_embed": queries.track_embed,
-            "query_init_coords": queries.coords,
+            "mask_feats": t["mask_feats"].transpose(1, 2),
+            "rpn_sem_cls": t["rpn_logits"],
+            "query_init_embed": t["track_embed"],
+            "query_init_coords": t["coords"],
         }

@@ -16,7 +16,7 @@ from torch import nn
 
 from .build import PIXEL_ENCODER_REGISTRY, attention_dims, check_feature_strides
 from .deform_attn import MDQEDeformAttn
-from .layers import full_precision, pixel_centers
+from .layers import autocast_off, full_precision, pixel_centers, shape_tensor
 
 __all__ = ["DeformableEncoder", "EncoderLayer", "flatten_levels"]
 
@@ -38,8 +38,7 @@ def flatten_levels(
     tokens = torch.cat([src.flatten(2).transpose(1, 2) for src in srcs], dim=1)
     mask = torch.cat([m.flatten(1) for m in masks], dim=1)
     pos_flat = torch.cat([p.flatten(2).transpose(1, 2) for p in pos], dim=1)
-    shapes = torch.as_tensor([src.shape[-2:] for src in srcs], dtype=torch.long, device=tokens.device)
-    return tokens, mask, pos_flat, shapes
+    return tokens, mask, pos_flat, shape_tensor([src.shape[-2:] for src in srcs], tokens.device)
 
 
 class EncoderLayer(nn.Module):
@@ -138,14 +137,13 @@ class DeformableEncoder(nn.Module):
             memory (N, S, C) encoded tokens, padding mask (N, S) bool, spatial_shapes (L, 2) int64.
         """
         tokens, mask, pos_flat, shapes = flatten_levels(srcs, masks, pos)
-        level_pos = torch.repeat_interleave(
-            self.level_embed, shapes.prod(-1), dim=0, output_size=tokens.shape[1]
-        )
+        sizes = [src.shape[-2:] for src in srcs]
+        level_pos = torch.cat([embed.expand(h * w, -1) for embed, (h, w) in zip(self.level_embed, sizes)])
         pos_flat = pos_flat + level_pos
-        centers = torch.cat([pixel_centers(int(h), int(w), tokens.device) for h, w in shapes.tolist()])
+        centers = torch.cat([pixel_centers(h, w, tokens.device) for h, w in sizes])
         boxes = torch.cat([centers, torch.full_like(centers, 0.1)], dim=-1)
         boxes = boxes.expand(tokens.shape[0], -1, -1)
-        with torch.autocast(device_type=tokens.device.type, enabled=False):
+        with autocast_off(tokens.device.type):
             x = full_precision(tokens)
             pos_flat = full_precision(pos_flat)
             for layer in self.encoder.layers:

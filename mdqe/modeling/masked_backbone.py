@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone, build_backbone
-from detectron2.structures import ImageList
 from torch import nn
 
 from .position_encoding import PositionEmbeddingSine
@@ -17,24 +15,21 @@ from .position_encoding import PositionEmbeddingSine
 __all__ = ["BackboneWithPosition", "MaskedBackbone", "padding_masks"]
 
 
-def padding_masks(
-    feature_hw: tuple[int, int], stride: int, image_sizes: list[tuple[int, int]], device: torch.device
-) -> torch.Tensor:
+def padding_masks(feature_hw: tuple[int, int], stride: int, image_sizes: torch.Tensor) -> torch.Tensor:
     """Padding mask of a feature map of a padded batch.
 
     Args:
-        feature_hw: (H, W) of the feature map.
+        feature_hw: (H, W) of the feature map (Python or symbolic ints).
         stride: its stride w.r.t. the input.
-        image_sizes: N unpadded (h, w) input sizes.
+        image_sizes: (N, 2) int64 unpadded (h, w) input sizes.
 
     Returns:
         (N, H, W) bool, False on [:ceil(h / stride), :ceil(w / stride)] of each image, True elsewhere.
     """
     height, width = feature_hw
-    valid_h = torch.tensor([math.ceil(h / stride) for h, _ in image_sizes], device=device)
-    valid_w = torch.tensor([math.ceil(w / stride) for _, w in image_sizes], device=device)
-    rows = torch.arange(height, device=device)[None, :, None] >= valid_h[:, None, None]
-    cols = torch.arange(width, device=device)[None, None, :] >= valid_w[:, None, None]
+    valid = torch.div(image_sizes + (stride - 1), stride, rounding_mode="floor")  # ceil(size / stride)
+    rows = torch.arange(height, device=image_sizes.device)[None, :, None] >= valid[:, 0, None, None]
+    cols = torch.arange(width, device=image_sizes.device)[None, None, :] >= valid[:, 1, None, None]
     return rows | cols
 
 
@@ -60,18 +55,21 @@ class MaskedBackbone(nn.Module):
         """The wrapped backbone's output ShapeSpecs, finest first."""
         return self.backbone.output_shape()
 
-    def forward(self, images: ImageList) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, images: torch.Tensor, image_sizes: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """
         Args:
-            images: padded batch, tensor (N, 3, Hp, Wp).
+            images: (N, 3, Hp, Wp) padded batch.
+            image_sizes: (N, 2) int64 unpadded (h, w) of each image.
 
         Returns:
             per output level (finest first): features (N, C_l, H_l, W_l) and padding mask (N, H_l, W_l)
             bool, True at padded positions.
         """
-        features = self.backbone(images.tensor)
+        features = self.backbone(images)
         return [
-            (feat, padding_masks(feat.shape[-2:], stride, images.image_sizes, feat.device))
+            (feat, padding_masks(feat.shape[-2:], stride, image_sizes.to(feat.device)))
             for feat, stride in zip((features[name] for name in self.feature_names), self.feature_strides)
         ]
 
@@ -90,16 +88,17 @@ class BackboneWithPosition(nn.Sequential):
         return self[0].output_shape()
 
     def forward(
-        self, images: ImageList
+        self, images: torch.Tensor, image_sizes: torch.Tensor
     ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor]]:
         """
         Args:
-            images: padded batch, tensor (N, 3, Hp, Wp).
+            images: (N, 3, Hp, Wp) padded batch.
+            image_sizes: (N, 2) int64 unpadded (h, w) of each image.
 
         Returns:
             levels: per backbone level, features (N, C_l, H_l, W_l) and padding mask (N, H_l, W_l);
             pos: per backbone level, (N, C, H_l, W_l) position encodings in the features' dtype.
         """
-        levels = self[0](images)
+        levels = self[0](images, image_sizes)
         pos = [self[1](mask).to(feat.dtype) for feat, mask in levels]
         return levels, pos

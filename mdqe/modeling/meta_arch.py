@@ -18,7 +18,7 @@ from mdqe.inference.frame_cache import FrameFeatures, clip_decoders
 from mdqe.inference.image import infer_image
 
 from .build import build_criterion
-from .decoder import FrameQueries
+from .compile import CompiledPart, mark_features_dynamic, mark_frames_dynamic
 from .targets import prepare_targets
 from .transformer import MDQETransformer
 
@@ -51,6 +51,7 @@ class MDQE(nn.Module):
         size_divisibility: int = 32,
         is_image: bool = False,
         multi_cls_on: bool = True,
+        compile: bool = False,
     ):
         """
         Args:
@@ -64,6 +65,8 @@ class MDQE(nn.Module):
             size_divisibility: frames are zero-padded (after normalisation) to a multiple of this.
             is_image: evaluate as image instance segmentation (`is_image_dataset(DATASETS.TEST[0])`).
             multi_cls_on: image inference emits every (query, class) above the threshold (MULTI_CLS_ON).
+            compile: run the per-frame and the per-clip parts through torch.compile (COMPILE; see
+                `mdqe.modeling.compile`).
         """
         super().__init__()
         self.detr = detr
@@ -77,6 +80,8 @@ class MDQE(nn.Module):
         self.size_divisibility = size_divisibility
         self.is_image = is_image
         self.multi_cls_on = multi_cls_on
+        self.frame_part = CompiledPart("per-frame part", self._frame_features, mark_frames_dynamic, compile)
+        self.clip_part = CompiledPart("per-clip part", self._clip_outputs, mark_features_dynamic, compile)
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> dict[str, Any]:
@@ -104,6 +109,7 @@ class MDQE(nn.Module):
             "inference_params": VideoInferenceParams.build(cfg),
             "is_image": bool(cfg.DATASETS.TEST) and is_image_dataset(cfg.DATASETS.TEST[0]),
             "multi_cls_on": mdqe.MULTI_CLS_ON,
+            "compile": mdqe.COMPILE,
         }
 
     @property
@@ -117,6 +123,28 @@ class MDQE(nn.Module):
     def preprocess(self, frames: list[torch.Tensor]) -> ImageList:
         """N (3, h, w) frames -> normalised, zero-padded ImageList (N, 3, Hp, Wp)."""
         return ImageList.from_tensors([self.normalize(f) for f in frames], self.size_divisibility)
+
+    @property
+    def compiled_parts(self) -> list[CompiledPart]:
+        """The per-frame and per-clip parts (compiled when MODEL.MDQE.COMPILE)."""
+        return [self.frame_part, self.clip_part]
+
+    def _frame_features(self, images: torch.Tensor, image_sizes: torch.Tensor) -> FrameFeatures:
+        """The per-frame part: images (N, 3, Hp, Wp) padded, image_sizes (N, 2) -> `FrameFeatures`
+        (`QueryDecoder.frame_features`)."""
+        encoded = self.detr.encode(images, image_sizes)
+        return self.detr.transformer_dec.frame_features(*encoded)
+
+    def _clip_outputs(self, features: FrameFeatures, num_frames: int) -> dict[str, torch.Tensor]:
+        """The per-clip part: B clips of `num_frames` frames -> the criterion's inputs (training) or the
+        last layer's heads (evaluation, `QueryDecoder.clip_heads`)."""
+        dec = self.detr.transformer_dec
+        return dec(features, num_frames) if self.training else dec.clip_heads(features, num_frames)
+
+    def encode_frames(self, images: ImageList) -> FrameFeatures:
+        """The per-frame part on a preprocessed batch."""
+        sizes = torch.tensor(images.image_sizes, dtype=torch.long, device=images.tensor.device)
+        return self.frame_part(images.tensor, sizes)
 
     def forward(self, batched_inputs: list[dict[str, Any]]) -> Any:
         """
@@ -153,33 +181,22 @@ class MDQE(nn.Module):
             match_stride=self.match_stride,
             device=self.device,
         )
-        memory, padding_mask, shapes = self.detr.encode(images)
-        outputs = self.detr.transformer_dec(memory, padding_mask, shapes, self.num_frames)
+        outputs = self.clip_part(self.encode_frames(images), self.num_frames)
         return self.criterion(outputs, targets)
 
     def frame_features(self, frames: list[torch.Tensor]) -> FrameFeatures:
         """The per-frame work of inference on N frames: backbone, encoder, query selection, mask
         features ("mask_feats" (N, M, Hf, Wf)) and the decoder's attention values."""
-        images = self.preprocess(frames)
-        memory, padding_mask, shapes = self.detr.encode(images)
-        dec = self.detr.transformer_dec
-        queries = dec.init_frame_queries(memory, shapes)
-        tensors = {
-            "coords": queries.coords,
-            "features": queries.features,
-            "track_embed": queries.track_embed,
-            "mask_feats": dec.mask_features(memory, shapes),
-        }
-        return FrameFeatures(shapes, tensors, dec.project_values(memory, padding_mask, shapes))
+        return self.encode_frames(self.preprocess(frames))
 
     def decode_clip(self, features: FrameFeatures) -> ClipHeads:
         """The last decoder layer's heads of one clip, from its T frames' features."""
-        dec = self.detr.transformer_dec
-        t = features.tensors
-        queries = FrameQueries(None, t["coords"], t["features"], t["track_embed"]).per_clip(len(features))
-        clip_query = dec.decode_clips(queries, features.values, features.spatial_shapes).clip_queries[-1, 0]
-        logits, mask_coeff = dec.heads(clip_query)
-        return ClipHeads(cls_probs=logits.sigmoid(), mask_coeff=mask_coeff, query_embed=clip_query)
+        heads = self.clip_part(features, len(features))
+        return ClipHeads(
+            cls_probs=heads["pred_logits"][0].sigmoid(),
+            mask_coeff=heads["pred_mask_coeff"][0],
+            query_embed=heads["query_embed"][0],
+        )
 
     @torch.no_grad()
     def inference_video(self, video: dict[str, Any]) -> dict[str, Any]:

@@ -3,19 +3,35 @@ original's checkpoints), built from the config through the registries of `mdqe.m
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
-from detectron2.structures import ImageList
 from torch import nn
 
 from .build import build_decoder, build_pixel_encoder
 from .masked_backbone import BackboneWithPosition, MaskedBackbone
 from .position_encoding import PositionEmbeddingSine
 
-__all__ = ["MDQETransformer", "input_projections"]
+__all__ = ["EncodedFrames", "MDQETransformer", "input_projections"]
+
+
+class EncodedFrames(NamedTuple):
+    """The encoder's output for N frames.
+
+    Attributes:
+        memory: (N, S, C) encoded tokens, levels concatenated, row-major within a level.
+        padding_mask: (N, S) bool, True at padded tokens.
+        spatial_shapes: (L, 2) int64 (H_l, W_l), for the deformable-attention op.
+        level_sizes: the same L sizes as Python ints (symbolic ones while traced), for splitting `memory`
+            without reading a tensor.
+    """
+
+    memory: torch.Tensor
+    padding_mask: torch.Tensor
+    spatial_shapes: torch.Tensor
+    level_sizes: list[tuple[int, int]]
 
 
 def input_projections(in_channels: list[int], hidden_dim: int, num_levels: int) -> nn.ModuleList:
@@ -84,17 +100,17 @@ class MDQETransformer(nn.Module):
             "num_feature_levels": cfg.MODEL.MDQE.NUM_FEATURE_LEVELS,
         }
 
-    def encode(self, images: ImageList) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def encode(self, images: torch.Tensor, image_sizes: torch.Tensor) -> EncodedFrames:
         """Backbone, input projections and encoder on N frames.
 
         Args:
-            images: padded frames, tensor (N, 3, Hp, Wp).
+            images: (N, 3, Hp, Wp) normalised, zero-padded frames.
+            image_sizes: (N, 2) int64 unpadded (h, w) of each frame.
 
         Returns:
-            memory (N, S, C) encoded tokens of the levels at strides 8, 16, 32, 64 (row-major within a
-            level), padding mask (N, S) bool, spatial_shapes (L, 2) int64.
+            the encoded levels at strides 8, 16, 32, 64 (`EncodedFrames`).
         """
-        levels, pos = self.backbone(images)
+        levels, pos = self.backbone(images, image_sizes)
         srcs, masks = [], []
         for proj, (feat, mask) in zip(self.input_proj, levels):
             srcs.append(proj(feat))
@@ -108,4 +124,5 @@ class MDQETransformer(nn.Module):
             masks.append(mask)
             pos.append(self.backbone[1](mask).to(src.dtype))
             extra_input = src
-        return self.transformer_enc(srcs, masks, pos)
+        memory, padding_mask, spatial_shapes = self.transformer_enc(srcs, masks, pos)
+        return EncodedFrames(memory, padding_mask, spatial_shapes, [tuple(src.shape[-2:]) for src in srcs])

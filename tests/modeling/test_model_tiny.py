@@ -88,11 +88,11 @@ def test_training_rejects_clips_of_the_wrong_length(model):
         model.eval()
 
 
-def _encoder_memory(batch: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _encoder_memory(batch: int, dim: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """Random encoder output (batch, sum(H_l W_l), dim) of four levels (stride 8 = 8 x 12) and the
-    (4, 2) level shapes."""
-    shapes = torch.tensor([[8, 12], [4, 6], [2, 3], [1, 2]])
-    return torch.randn(batch, int(shapes.prod(dim=1).sum()), dim), shapes
+    four level sizes."""
+    sizes = [(8, 12), (4, 6), (2, 3), (1, 2)]
+    return torch.randn(batch, sum(h * w for h, w in sizes), dim), sizes
 
 
 def test_mask_feature_init_scale_scales_only_the_initial_mask_features():
@@ -197,9 +197,10 @@ def test_cached_per_frame_features_give_the_heads_of_clips_decoded_from_scratch(
         with torch.no_grad():
             clip = frames[s : min(s + 3, 6)]
             images = ImageList.from_tensors([model.normalize(f) for f in clip], 32)
-            memory, padding, shapes = model.detr.encode(images)
-            queries = dec.init_frame_queries(memory, shapes).per_clip(len(clip))
-            out = dec.decode_clips(queries, dec.project_values(memory, padding, shapes), shapes)
+            image_sizes = torch.tensor(images.image_sizes)
+            memory, padding, shapes, sizes = model.detr.encode(images.tensor, image_sizes)
+            queries = dec.init_frame_queries(memory, sizes).per_clip(len(clip))
+            out = dec.decode_clips(queries, dec.project_values(memory, padding, sizes), shapes)
             logits, mask_coeff = dec.heads(out.clip_queries[-1, 0])
             fresh = ClipHeads(logits.sigmoid(), mask_coeff, out.clip_queries[-1, 0])
         torch.testing.assert_close(heads.cls_probs, fresh.cls_probs, atol=1e-5, rtol=0)
