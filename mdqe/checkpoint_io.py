@@ -5,10 +5,11 @@ A pickle can name any Python callable and have the unpickler call it, so a check
 checkpoint here never runs code from it:
 
 - `.pkl` files (detectron2 / Detectron model zoo: {"model": {name: ndarray}, "__author__": ...} or Caffe2
-  {"blobs": ...}) go through a restricted unpickler that rebuilds only dicts, lists, tuples, sets,
-  strings, bytes, numbers and numpy arrays / scalars of numeric dtypes. The numpy parts are rebuilt by
-  this module's own code from validated values (no numpy object is touched by the pickle itself), and
-  any other global the file names is refused with `UnsafeCheckpointError` naming the file and the global.
+  {"blobs": ...}) have the lengths their opcodes state checked against the file, then go through a
+  restricted unpickler that rebuilds only dicts, lists, tuples, sets, strings, bytes, numbers and numpy
+  arrays / scalars of numeric dtypes. The numpy parts are rebuilt by this module's own code from
+  validated values (no numpy object is touched by the pickle itself), and any other global the file
+  names is refused with `UnsafeCheckpointError` naming the file and the global.
 - every other file (`.pth`, `.pt`, `.pyth`, ...) goes through `torch.load(..., weights_only=True)`,
   PyTorch's restricted unpickler (tensors, containers, numbers, strings, optimizer and scheduler state);
   the global it refuses is named the same way. A zip-format file whose members declare more bytes than
@@ -21,6 +22,7 @@ import collections
 import io
 import os
 import pickle
+import pickletools
 import re
 import zipfile
 from typing import Any
@@ -77,6 +79,7 @@ def _check_zip_sizes(path: str) -> None:
 
 
 _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
+_UNPICKLER_DETAIL = re.compile(r"WeightsUnpickler error:\s*([^\n]+)")
 
 
 def load_torch_weights(path: str) -> Any:
@@ -89,6 +92,11 @@ def load_torch_weights(path: str) -> Any:
         found = _GLOBAL_IN_MESSAGE.search(str(e))
         if found:
             raise _refused(path, found.group(1)) from None
+        detail = _UNPICKLER_DETAIL.search(str(e))
+        if detail:  # PyTorch's message is a page about weights_only; its one fact is this line
+            raise UnreadableCheckpointError(
+                f"cannot read checkpoint {path}: PyTorch's safe unpickler stops at: {detail.group(1).strip()}"
+            ) from None
         raise
 
 
@@ -317,10 +325,24 @@ def _finish(obj: Any, path: str, budget: int) -> Any:
 _IN_PROGRESS = object()
 
 
+def _check_lengths(data: bytes, path: str) -> None:
+    """Walk the opcodes of a pickle without running them: every length an opcode states must fit in the
+    file (the C unpickler allocates a BINBYTES' stated length before reading it: 5 bytes could ask for
+    4 GiB)."""
+    try:
+        for _ in pickletools.genops(data):
+            pass
+    except ValueError as e:
+        raise UnreadableCheckpointError(
+            f"cannot read checkpoint {path}: it is truncated or not a pickle ({e})"
+        ) from None
+
+
 def load_pickle_weights(path: str) -> Any:
     """The content of a model-zoo `.pkl` through the restricted unpickler (see the module docstring)."""
     with open(path, "rb") as f:
         data = f.read()
+    _check_lengths(data, path)
     try:
         loaded = _WeightsUnpickler(io.BytesIO(data), path).load()
         return _finish(loaded, path, len(data))
