@@ -160,8 +160,14 @@ def verify_checksum(path: str) -> bool:
     return True
 
 
-def _first_sentence(message: str) -> str:
-    return message.split(". ")[0].splitlines()[0] if message.strip() else "no details"
+def _first_sentence(error: Exception) -> str:
+    """`Type: first sentence of the message` of an error, or only its type when it says nothing."""
+    message = str(error).strip()
+    return (
+        f"{type(error).__name__}: {message.split('. ')[0].splitlines()[0]}"
+        if message
+        else type(error).__name__
+    )
 
 
 def _model_zoo_layout(data: Any, path: str) -> Any:
@@ -223,7 +229,7 @@ def read_checkpoint(path: str) -> dict:
     except Exception as e:  # the unpickler raises anything (KeyError, EOFError, ...) on a foreign file
         raise UnreadableCheckpointError(
             f"cannot read checkpoint {path} ({os.path.getsize(path)} bytes): it is truncated or not a "
-            f"PyTorch checkpoint ({type(e).__name__}: {_first_sentence(str(e))})"
+            f"PyTorch checkpoint ({_first_sentence(e)})"
         ) from e
     state = checkpoint.get("model") if isinstance(checkpoint, Mapping) else None
     if not isinstance(state, Mapping) or not state:

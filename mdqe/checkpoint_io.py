@@ -13,7 +13,9 @@ checkpoint here never runs code from it:
 - every other file (`.pth`, `.pt`, `.pyth`, ...) goes through `torch.load(..., weights_only=True)`,
   PyTorch's restricted unpickler (tensors, containers, numbers, strings, optimizer and scheduler state);
   the global it refuses is named the same way. A zip-format file whose members declare more bytes than
-  the file holds (torch writes them uncompressed) is refused before it is inflated.
+  the file holds (torch writes them uncompressed) is refused before it is inflated; a file of the legacy
+  format (before PyTorch 1.6) is unpickled from memory, where no stated length allocates more than the
+  file.
 """
 
 from __future__ import annotations
@@ -66,8 +68,6 @@ def _refused(path: str, name: str) -> UnsafeCheckpointError:
 def _check_zip_sizes(path: str) -> None:
     """A zip-format torch file must not declare more bytes than it holds (torch stores members
     uncompressed, so only a crafted file inflates)."""
-    if not zipfile.is_zipfile(path):
-        return
     with zipfile.ZipFile(path) as archive:
         declared = sum(info.file_size for info in archive.infolist())
     size = os.path.getsize(path)
@@ -85,9 +85,17 @@ _UNPICKLER_DETAIL = re.compile(r"WeightsUnpickler error:\s*([^\n]+)")
 def load_torch_weights(path: str) -> Any:
     """`torch.load(path, map_location="cpu", weights_only=True)`; a refused global raises
     UnsafeCheckpointError naming it, other failures pass through."""
-    _check_zip_sizes(path)
+    if zipfile.is_zipfile(path):  # torch's own format since 1.6, read lazily from the file
+        _check_zip_sizes(path)
+        source: Any = path
+    else:
+        # The legacy format is a run of pickles read from the file object: from a file, Python reads a
+        # length the pickle states by allocating it first (5 bytes asked for 64 MiB); from memory it
+        # reads what there is.
+        with open(path, "rb") as f:
+            source = io.BytesIO(f.read())
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = _GLOBAL_IN_MESSAGE.search(str(e))
         if found:

@@ -10,6 +10,7 @@ import io
 import os
 import pickle
 import struct
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -300,3 +301,23 @@ def test_a_pth_whose_members_inflate_past_the_file_is_refused(tmp_path):
     with pytest.raises(UnreadableCheckpointError) as error:
         read_checkpoint(str(path))
     assert_one_line(error.value, str(path), "declare 67,1")
+
+
+def test_a_pth_of_the_legacy_format_loads(tmp_path):
+    path = tmp_path / "old.pth"
+    torch.save({"model": {"w": torch.arange(3.0)}}, path, _use_new_zipfile_serialization=False)
+    assert torch.equal(read_checkpoint(str(path))["model"]["w"], torch.arange(3.0))
+
+
+def test_a_pth_stating_a_length_past_the_file_allocates_nothing(tmp_path):
+    # found by tests/fuzz: read from the file, these 5 bytes made Python allocate 64 MiB before failing
+    path = tmp_path / "model.pth"
+    path.write_bytes(b"X\x00\x00\x00\x04")
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnreadableCheckpointError, match="truncated or not a PyTorch checkpoint"):
+            read_checkpoint(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
