@@ -13,6 +13,8 @@ from detectron2.modeling import build_model
 
 from .checkpoint import load_for_inference
 
+__all__ = ["VideoPredictor", "check_frames", "prepare_frames"]
+
 
 class VideoPredictor:
     """Build the model of `cfg`, load MODEL.WEIGHTS (refusing weights that do not fit) and segment videos.
@@ -47,20 +49,10 @@ class VideoPredictor:
         Returns:
             the model's per-video output: {"image_size", "pred_scores", "pred_labels", "pred_masks"}.
         """
-        if not frames:
-            raise ValueError("VideoPredictor needs at least one frame")
+        check_frames(frames, type(self).__name__)
         height, width = frames[0].shape[:2]
-        if any(f.shape != frames[0].shape for f in frames):
-            raise ValueError(f"all frames of a video must have the same size; the first is {frames[0].shape}")
-        transform = self.resize.get_transform(frames[0])
-        images = []
-        for frame in frames:
-            image = transform.apply_image(frame)
-            if self.input_format == "BGR":
-                image = image[:, :, ::-1]
-            images.append(torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))))
         inputs = {
-            "image": images,
+            "image": prepare_frames(frames, self.resize, self.input_format),
             "height": height,
             "width": width,
             "length": len(frames),
@@ -68,3 +60,41 @@ class VideoPredictor:
         }
         with torch.no_grad():
             return self.model([inputs])
+
+
+def check_frames(frames: Sequence[np.ndarray], who: str) -> None:
+    """Raise one TypeError / ValueError naming `who` and the first bad frame unless `frames` is a
+    non-empty list or tuple of (H, W, 3) uint8 arrays of one size."""
+    if not isinstance(frames, (list, tuple)):
+        raise TypeError(f"{who} takes a list of (H, W, 3) uint8 RGB frames, got a {type(frames).__name__}")
+    if not frames:
+        raise ValueError(f"{who} needs at least one frame")
+    for i, frame in enumerate(frames):
+        if not isinstance(frame, np.ndarray):
+            raise TypeError(
+                f"{who}: frame {i} is a {type(frame).__name__}, expected an (H, W, 3) uint8 numpy array"
+            )
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(
+                f"{who}: frame {i} is {frame.dtype} of shape {frame.shape}, expected (H, W, 3) uint8 RGB"
+            )
+        if frame.shape != frames[0].shape:
+            raise ValueError(
+                f"{who}: all frames of a video must have the same size; frame 0 is {frames[0].shape}, "
+                f"frame {i} is {frame.shape}"
+            )
+
+
+def prepare_frames(
+    frames: Sequence[np.ndarray], resize: T.Augmentation, input_format: str
+) -> list[torch.Tensor]:
+    """The model inputs of checked RGB frames: resized as the test mapper does (one transform for the
+    video), channels flipped for a "BGR" model -> T (3, h, w) uint8 tensors."""
+    transform = resize.get_transform(frames[0])
+    images = []
+    for frame in frames:
+        image = transform.apply_image(frame)
+        if input_format == "BGR":
+            image = image[:, :, ::-1]
+        images.append(torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))))
+    return images

@@ -5,6 +5,7 @@
         --opts MODEL.WEIGHTS mdqe_r50_ovis.pth MODEL.DEVICE cpu
     python tools/demo.py --config-file ... --input frames_dir/ --output out.mp4 --frames-dir out_frames/
     python tools/demo.py --config-file ... --input a.jpg b.jpg c.jpg --output out.gif
+    python tools/demo.py --onnx export/r18 --input video.mp4 --output out.mp4   # tools/export_onnx.py's
 
 The input is a video file (.mp4/.avi/... via OpenCV), a folder of frames (sorted by name), or a list of
 images. Each instance is drawn with its mask, a colour that stays the same through the video, its class
@@ -68,13 +69,16 @@ def draw_predictions(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--config-file", help="the model's config (not with --onnx)")
+    parser.add_argument("--onnx", metavar="DIR", help="an export of tools/export_onnx.py, run by onnxruntime")
     parser.add_argument("--input", nargs="+", required=True, help="video file, frame folder, or images")
     parser.add_argument("--output", required=True, help="output video (.mp4, .avi or .gif)")
     parser.add_argument("--frames-dir", help="also write the drawn frames as JPEGs here")
     parser.add_argument("--confidence-threshold", type=float, default=0.3)
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
+    if bool(args.onnx) == bool(args.config_file):
+        parser.error("give either --config-file (PyTorch model) or --onnx DIR (exported model)")
 
     from detectron2.config import get_cfg
     from detectron2.utils.logger import setup_logger
@@ -85,16 +89,23 @@ def main(argv: list[str] | None = None) -> None:
     from mdqe.utils.visualization import write_video
 
     setup_logger(name="mdqe")
-    cfg = get_cfg()
-    add_mdqe_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
+    if args.onnx:
+        from mdqe.deploy import DeployError, OnnxVideoPredictor
 
-    try:  # the checkpoint first: a wrong one fails before a long video is decoded
-        predictor = VideoPredictor(cfg, config_name=args.config_file)
-    except (FileNotFoundError, CheckpointError) as e:
-        raise SystemExit(f"error: {e}") from None
+        try:  # the export first: a broken one fails before a long video is decoded
+            predictor = OnnxVideoPredictor(args.onnx)
+        except DeployError as e:
+            raise SystemExit(f"error: {e}") from None
+    else:
+        cfg = get_cfg()
+        add_mdqe_config(cfg)
+        cfg.merge_from_file(args.config_file)
+        cfg.merge_from_list(args.opts)
+        cfg.freeze()
+        try:  # the checkpoint first: a wrong one fails before a long video is decoded
+            predictor = VideoPredictor(cfg, config_name=args.config_file)
+        except (FileNotFoundError, CheckpointError) as e:
+            raise SystemExit(f"error: {e}") from None
     frames, fps = read_input(args.input)
     predictions = predictor(frames)
     drawn = draw_predictions(frames, predictions, predictor.class_names, args.confidence_threshold)

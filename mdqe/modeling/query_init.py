@@ -67,10 +67,12 @@ def select_grid_queries(class_logits: torch.Tensor, grid_size: int) -> torch.Ten
     peak = cells.argmax(dim=-1)
     cell_row = torch.arange(grid_size, device=peak.device)[:, None]
     cell_col = torch.arange(grid_size, device=peak.device)[None, :]
-    row = cell_row * cell_h + torch.div(peak, cell_w, rounding_mode="floor")
-    col = cell_col * cell_w + peak % cell_w
+    # integer remainders as a - (a // b) * b: ONNX export has no remainder by a symbolic size
+    peak_row = torch.div(peak, cell_w, rounding_mode="floor")
+    row = cell_row * cell_h + peak_row
+    col = cell_col * cell_w + (peak - peak_row * cell_w)
     index = (row * up_w + col).flatten(1)
-    x = torch.fmod(index, up_w) / up_w
+    x = (index - torch.div(index, up_w, rounding_mode="floor") * up_w) / up_w
     y = torch.div(index, up_w) / up_h
     return torch.stack([x, y], dim=-1)
 
