@@ -20,7 +20,7 @@ import numpy as np
 from detectron2.data.detection_utils import convert_PIL_to_numpy
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..utils.bounded_io import limit
+from ..utils.bounded_io import limit, open_image
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def read_frame(
     if not os.path.isfile(file_name):
         raise FrameReadError(f"{where}: frame file does not exist")
     try:
-        with Image.open(file_name) as img:
+        with open_image(file_name) as img:
             img.load()
             img = ImageOps.exif_transpose(img)
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
@@ -174,7 +174,8 @@ def read_images(paths: list[str]) -> list[np.ndarray]:
     frames: list[np.ndarray] = []
     for path in paths:
         try:
-            with Image.open(path) as image:
+            budget.check(os.path.getsize(path), "the image files")
+            with open_image(path) as image:
                 width, height = image.size
                 budget.take(width * height * 3)
                 frame = np.asarray(image.convert("RGB"))

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_util
 
+from ..utils.bounded_io import open_image
 from .analysis import OCCLUSION_METRICS, YTVISAnalysis
 from .breakdown import ERROR_TYPES
 
@@ -303,7 +304,7 @@ def _read_rgb(image_root: str, name: Any, height: int, width: int) -> np.ndarray
     if not os.path.isfile(path):
         raise ValueError(f"{path} not found")
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             if image.size != (width, height):
                 raise ValueError(f"{path} is {image.size[0]}x{image.size[1]}, the video {width}x{height}")
             return np.asarray(image.convert("RGB"))

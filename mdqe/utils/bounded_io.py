@@ -1,16 +1,19 @@
-"""Reading files that strangers published (dataset jsons, results files, CodaLab zips) with bounded work.
+"""Reading files that strangers published (dataset jsons, results files, CodaLab zips, images) with bounded
+work.
 
-Every limit is a named constant here and can be raised (or lowered) with the environment variable
-`MDQE_<NAME>`, e.g. `MDQE_MAX_JSON_BYTES=8589934592` for a json of up to 8 GiB. A file past a limit is
-refused with `UntrustedInputError` (one line naming the file, the limit and the variable) before it is
-decoded: a json by its size on disk and its nesting depth, a zip member by its name and the size its
-header declares (and, since a header can lie, by the bytes actually inflated, read in chunks).
+Every limit is a named constant (here, in `mdqe.utils.rle` and in `mdqe.data.frames`) and can be raised
+(or lowered) with the environment variable `MDQE_<NAME>` (`limit`), e.g. `MDQE_MAX_JSON_BYTES=8589934592`
+for a json of up to 8 GiB. A file past a limit is refused with `UntrustedInputError` (one line naming the
+file, the limit and the variable) before it is decoded: a json by its size on disk and its nesting depth,
+a zip member by its name and the size its header declares (and, since a header can lie, by the bytes
+actually inflated, read in chunks). An image is opened from memory (`open_image`).
 
-Standard library and numpy only (no torch), for the torch-free tools.
+Standard library and numpy only (Pillow on use; no torch), for the torch-free tools.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -27,6 +30,7 @@ __all__ = [
     "check_zip_member_names",
     "json_depth",
     "limit",
+    "open_image",
     "parse_json",
     "past_limit",
     "read_json_file",
@@ -71,6 +75,16 @@ def past_limit(source: str, what: str, found: int, name: str, cap: int) -> Untru
         f"{source}: {what} {found:,} is past the limit {cap:,} (raise it with the environment variable "
         f"MDQE_{name})"
     )
+
+
+def open_image(path: str) -> Any:
+    """The image file at `path` opened with Pillow from memory: Pillow reads the rest of a PNG chunk of
+    the length the chunk states with one file read, which Python allocates in full before reading (a
+    100-byte file could make it allocate 2 GiB); from memory it reads only what there is."""
+    from PIL import Image
+
+    with open(path, "rb") as f:
+        return Image.open(io.BytesIO(f.read()))
 
 
 def _json_bytes_cap() -> int:

@@ -4,6 +4,7 @@ than that is decoded."""
 
 from __future__ import annotations
 
+import io
 import struct
 import time
 import tracemalloc
@@ -122,3 +123,25 @@ def test_frames_of_different_sizes_are_refused(tmp_path):
     Image.new("RGB", (8, 9)).save(tmp_path / "1.png")
     with pytest.raises(FrameReadError, match=r"1\.png: the image is 8x9, the first is 8x8"):
         read_frames_input([str(tmp_path)])
+
+
+def test_a_png_chunk_stating_a_huge_length_allocates_nothing(tmp_path, monkeypatch):
+    # found by tests/fuzz: a 16x12 PNG whose image-data chunk states 83,886,128 bytes made Pillow read
+    # the rest of it with one file read, which Python allocates in full first
+    data = bytearray(_png_bytes())
+    at = data.index(b"IDAT") - 4
+    data[at : at + 4] = (0x05000030).to_bytes(4, "big")
+    (tmp_path / "frame.png").write_bytes(bytes(data))
+    tracemalloc.start()
+    try:
+        frames, _ = read_frames_input([str(tmp_path / "frame.png")])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert frames[0].shape == (12, 16, 3) and peak < 1 << 20
+
+
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
