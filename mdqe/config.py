@@ -136,6 +136,15 @@ def _add_model_config(cfg: CfgNode) -> None:
     # are dynamic: a new size does not recompile (mdqe/modeling/compile.py). The first call of each part
     # compiles it (minutes for ResNet-50 on a CPU; BENCHMARKS.md "torch.compile").
     cfg.MODEL.MDQE.COMPILE = False
+    # Not in the original (whose behaviour is False): keep the backbone's weights and input in the
+    # channels-last memory format (faster convolutions on CPUs with oneDNN; same results within float
+    # rounding). BENCHMARKS.md "torch.compile, channels_last and bfloat16 on the CPU" has the figures.
+    cfg.MODEL.MDQE.CHANNELS_LAST = False
+    # Not in the original (whose behaviour is False): run the network (the per-frame and per-clip parts)
+    # under bfloat16 autocast, on CPU or CUDA; the deformable-attention encoder and decoder stay in float32
+    # as the original's autocast-free regions, and criterion, matcher and tracker get float32 outputs.
+    # Opt-in: it changes the results (its AP effect is in BENCHMARKS.md).
+    cfg.MODEL.MDQE.AUTOCAST_BF16 = False
 
 
 def _add_transformer_config(cfg: CfgNode) -> None:

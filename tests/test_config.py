@@ -444,6 +444,10 @@ EXTENSIONS: dict[str, Any] = {
     "MODEL.MDQE.CLASS_WEIGHT": 2.0,
     "MODEL.MDQE.REID_WEIGHT": 0.5,
     "MODEL.MDQE.EXTRA_LOSS_WEIGHTS": [],
+    # execution options of the network (mdqe/modeling/compile.py, meta_arch.py): eager float32 by default
+    "MODEL.MDQE.COMPILE": False,
+    "MODEL.MDQE.CHANNELS_LAST": False,
+    "MODEL.MDQE.AUTOCAST_BF16": False,
 }
 
 

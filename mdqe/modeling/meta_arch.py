@@ -52,6 +52,8 @@ class MDQE(nn.Module):
         is_image: bool = False,
         multi_cls_on: bool = True,
         compile: bool = False,
+        channels_last: bool = False,
+        autocast_bf16: bool = False,
     ):
         """
         Args:
@@ -67,6 +69,8 @@ class MDQE(nn.Module):
             multi_cls_on: image inference emits every (query, class) above the threshold (MULTI_CLS_ON).
             compile: run the per-frame and the per-clip parts through torch.compile (COMPILE; see
                 `mdqe.modeling.compile`).
+            channels_last: the backbone's weights and input in channels-last format (CHANNELS_LAST).
+            autocast_bf16: training and inference under bfloat16 autocast (AUTOCAST_BF16).
         """
         super().__init__()
         self.detr = detr
@@ -80,6 +84,10 @@ class MDQE(nn.Module):
         self.size_divisibility = size_divisibility
         self.is_image = is_image
         self.multi_cls_on = multi_cls_on
+        self.channels_last = channels_last
+        self.autocast_bf16 = autocast_bf16
+        if channels_last:
+            self.detr.backbone.to(memory_format=torch.channels_last)
         self.frame_part = CompiledPart("per-frame part", self._frame_features, mark_frames_dynamic, compile)
         self.clip_part = CompiledPart("per-clip part", self._clip_outputs, mark_features_dynamic, compile)
 
@@ -110,6 +118,8 @@ class MDQE(nn.Module):
             "is_image": bool(cfg.DATASETS.TEST) and is_image_dataset(cfg.DATASETS.TEST[0]),
             "multi_cls_on": mdqe.MULTI_CLS_ON,
             "compile": mdqe.COMPILE,
+            "channels_last": mdqe.CHANNELS_LAST,
+            "autocast_bf16": mdqe.AUTOCAST_BF16,
         }
 
     @property
@@ -132,6 +142,8 @@ class MDQE(nn.Module):
     def _frame_features(self, images: torch.Tensor, image_sizes: torch.Tensor) -> FrameFeatures:
         """The per-frame part: images (N, 3, Hp, Wp) padded, image_sizes (N, 2) -> `FrameFeatures`
         (`QueryDecoder.frame_features`)."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         encoded = self.detr.encode(images, image_sizes)
         return self.detr.transformer_dec.frame_features(*encoded)
 
@@ -141,10 +153,21 @@ class MDQE(nn.Module):
         dec = self.detr.transformer_dec
         return dec(features, num_frames) if self.training else dec.clip_heads(features, num_frames)
 
+    def _network(self, part: CompiledPart, *args: Any) -> Any:
+        """A part of the network, under bfloat16 autocast with AUTOCAST_BF16 and its floating outputs then
+        cast to float32: the criterion, the matcher and the tracker always see float32."""
+        if not self.autocast_bf16:
+            return part(*args)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            out = part(*args)
+        if isinstance(out, FrameFeatures):
+            return out.map(lambda t: t.float() if t.is_floating_point() else t)
+        return {key: value.float() for key, value in out.items()}
+
     def encode_frames(self, images: ImageList) -> FrameFeatures:
         """The per-frame part on a preprocessed batch."""
         sizes = torch.tensor(images.image_sizes, dtype=torch.long, device=images.tensor.device)
-        return self.frame_part(images.tensor, sizes)
+        return self._network(self.frame_part, images.tensor, sizes)
 
     def forward(self, batched_inputs: list[dict[str, Any]]) -> Any:
         """
@@ -181,7 +204,7 @@ class MDQE(nn.Module):
             match_stride=self.match_stride,
             device=self.device,
         )
-        outputs = self.clip_part(self.encode_frames(images), self.num_frames)
+        outputs = self._network(self.clip_part, self.encode_frames(images), self.num_frames)
         return self.criterion(outputs, targets)
 
     def frame_features(self, frames: list[torch.Tensor]) -> FrameFeatures:
@@ -191,7 +214,7 @@ class MDQE(nn.Module):
 
     def decode_clip(self, features: FrameFeatures) -> ClipHeads:
         """The last decoder layer's heads of one clip, from its T frames' features."""
-        heads = self.clip_part(features, len(features))
+        heads = self._network(self.clip_part, features, len(features))
         return ClipHeads(
             cls_probs=heads["pred_logits"][0].sigmoid(),
             mask_coeff=heads["pred_mask_coeff"][0],
