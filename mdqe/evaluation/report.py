@@ -22,6 +22,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 
 from ..utils.bounded_io import open_image
+from ..utils.rle import segmentation_problems
 from .analysis import OCCLUSION_METRICS, YTVISAnalysis
 from .breakdown import ERROR_TYPES
 
@@ -313,8 +314,9 @@ def _read_rgb(image_root: str, name: Any, height: int, width: int) -> np.ndarray
 
 
 def _mask(segmentation: Any, height: int, width: int) -> np.ndarray | None:
-    """(H, W) bool of a compressed / uncompressed RLE or polygons; None when absent."""
-    if not segmentation:
+    """(H, W) bool of a compressed / uncompressed RLE or polygons; None when absent, or when its runs do
+    not fill the frame exactly (pycocotools' decode would write past the mask)."""
+    if not segmentation or segmentation_problems([segmentation], [(height, width)])[0]:
         return None
     if isinstance(segmentation, list):
         rle = mask_util.merge(mask_util.frPyObjects(segmentation, height, width))

@@ -2,9 +2,12 @@
 
 A file is read with bounded work (`mdqe.utils.bounded_io`: size, json nesting, zip bombs and path-named
 zip members refused before decoding), then checked until the metric code can trust it: ids are integers
-or strings, every frame size and segmentation can be decoded safely by pycocotools
-(`mdqe.utils.rle.segmentation_problems`), scores are finite numbers. The first problem raises
-`YTVISFileError`, one line naming the file, the video or annotation and the field.
+or strings, frame sizes within MAX_MASK_PIXELS, segmentations that pycocotools' operations can read
+within bounds (`mdqe.utils.rle.segmentation_problems`: polygons and uncompressed RLE in full, compressed
+RLE strings for the run-based operations the metrics use, which never write a mask: decoding every run
+would double the evaluation time; the report checks the runs of each mask it decodes), scores are
+finite numbers. The first problem raises `YTVISFileError`, one line naming the file, the video or
+annotation and the field.
 
 numpy, pycocotools and the standard library only (no torch), for tools/eval_ytvis.py.
 """
@@ -84,7 +87,7 @@ def _check_segmentations(
         flat += segmentations
         frame_sizes += [(height, width)] * len(segmentations)
         owners += [(where, t) for t in range(len(segmentations))]
-    for (where, t), reason in zip(owners, segmentation_problems(flat, frame_sizes)):
+    for (where, t), reason in zip(owners, segmentation_problems(flat, frame_sizes, decode_runs=False)):
         if reason:
             raise YTVISFileError(f"{path}: {where}: segmentation of frame {t} {reason}")
 

@@ -43,7 +43,8 @@ MAX_JSON_BYTES = 2 << 30
 # A YouTube-VIS json nests 6 deep (annotations / track / segmentations / polygons / polygon / coordinate).
 MAX_JSON_DEPTH = 64
 
-_CHUNK = 1 << 20
+_CHUNK = 1 << 20  # bytes read at a time
+_SCAN_CHUNK = 1 << 18  # characters of the depth scan at a time (a few int64 arrays of this length)
 
 # What zipfile raises on a corrupt, encrypted or foreign archive, besides OSError and ValueError.
 ZIP_ERRORS = (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, zlib.error)
@@ -135,8 +136,8 @@ def json_depth(payload: bytes) -> int:
     text = payload.replace(b"\\\\", b"").replace(b'\\"', b"")
     structural = np.frombuffer(text.translate(None, _NOT_STRUCTURAL), np.uint8)
     deepest, depth, quotes = 0, 0, 0
-    for start in range(0, structural.size, _CHUNK):
-        chunk = structural[start : start + _CHUNK]
+    for start in range(0, structural.size, _SCAN_CHUNK):
+        chunk = structural[start : start + _SCAN_CHUNK]
         is_quote = chunk == ord('"')
         in_string = (np.cumsum(is_quote, dtype=np.int64) + quotes) % 2 == 1
         quotes += int(np.count_nonzero(is_quote))

@@ -79,3 +79,18 @@ def test_a_file_name_outside_the_image_root_is_not_read_into_the_report(tmp_path
     page = hostile_report(tmp_path, ["../secret.png", str(secret)])
     assert "file name &#x27;../secret.png&#x27; is outside the image root" in page
     assert "data:image/png" not in page
+
+
+def test_a_mask_whose_runs_do_not_fill_the_frame_is_not_decoded_into_the_strip(tmp_path):
+    a = rect(8, 8, 0, 0, 4, 4)
+    gt = dataset([(1, 8, 8, 2)], [gt_annotation(1, 1, 1, [a, a])])
+    gt["videos"][0]["file_names"] = ["v/0.png", "v/1.png"]
+    # one run of 2**30 pixels: pycocotools' decode would write 1 GiB past the 8 x 8 mask
+    results = [result(1, 2, 0.9, [a, a]), result(1, 1, 0.5, [a, None])]
+    results[1]["segmentations"][0] = {"size": [8, 8], "counts": "PPPPPP1"}
+    root = tmp_path / "frames"
+    (root / "v").mkdir(parents=True)
+    for t in range(2):
+        Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(root / "v" / f"{t}.png")
+    page = render_report(analyze_ytvis(gt, results), gt, results, image_root=str(root))
+    assert page.count('src="data:image/png') == 4

@@ -1,7 +1,8 @@
 """Issue 23, bounded work: a zip bomb, a zip member named as a path, an RLE implying a huge mask and a deeply
 nested json each get one clear error from every reader they reach (tools/eval_ytvis.py: exit 2 and one
 line; tools/check_submission.py: the problem in its report; the dataset loader and validate_dataset),
-within SECONDS and PEAK_BYTES of traced allocations, whatever the file would expand to."""
+within SECONDS and PEAK_BYTES of traced allocations, whatever the file would expand to. An RLE whose runs
+imply a huge mask is refused by every reader that decodes masks."""
 
 from __future__ import annotations
 
@@ -92,11 +93,11 @@ RESULTS_FILES: dict[str, tuple[str, Callable[[], bytes], str]] = {
     ),
     "huge RLE": (
         "results.json",
-        # one run of 2**30 pixels in an 8 x 8 frame: pycocotools' decode would write 1 GiB past the mask
+        # an RLE of a 2**20 x 2**20 mask in an 8 x 8 video: a TiB to decode
         lambda: json.dumps(
-            [dict(RESULTS[0], segmentations=[{"size": [8, 8], "counts": HUGE_RUN}, None])]
+            [dict(RESULTS[0], segmentations=[{"size": [1 << 20, 1 << 20], "counts": HUGE_RUN}, None])]
         ).encode(),
-        "segmentation of frame 0 does not decode: run lengths add up to",
+        "segmentation of frame 0 has size [1048576, 1048576], the video is [8, 8]",
     ),
     "deep json": (
         "results.json",
@@ -129,11 +130,44 @@ def test_eval_ytvis_refuses_a_hostile_results_file_in_one_line_within_bounds(
     assert seconds < SECONDS and peak < PEAK_BYTES, (seconds, peak)
 
 
-@pytest.mark.parametrize("case", list(RESULTS_FILES))
+# one run of 2**30 pixels in an 8 x 8 frame: pycocotools' decode would write 1 GiB past the mask.
+# check_submission and the dataset readers decode every run and refuse it; eval_ytvis never decodes a mask
+# (its metrics use run-based operations, as the official API's) and its report does not draw such a mask.
+RUNS_PAST_THE_FRAME = json.dumps(
+    [dict(RESULTS[0], segmentations=[{"size": [8, 8], "counts": HUGE_RUN}, None])]
+)
+
+
+def test_eval_ytvis_evaluates_runs_past_the_frame_without_decoding_them(
+    tmp_path, gt_file, capsys, monkeypatch
+):
+    monkeypatch.setenv("MDQE_LIGHT_IMPORT", "1")
+    from tools import eval_ytvis
+
+    path = tmp_path / "results.json"
+    path.write_text(RUNS_PAST_THE_FRAME)
+    code, seconds, peak = bounded(
+        lambda: eval_ytvis.main(["--gt", str(gt_file), "--results", str(path), "--json"])
+    )
+    assert code == 0 and json.loads(capsys.readouterr().out)["AP"] == 0
+    assert seconds < SECONDS and peak < PEAK_BYTES, (seconds, peak)
+
+
+SUBMISSION_FILES = {
+    **RESULTS_FILES,
+    "runs past the frame": (
+        "results.json",
+        RUNS_PAST_THE_FRAME.encode,
+        "does not decode: run lengths add up to",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SUBMISSION_FILES))
 def test_check_submission_reports_a_hostile_results_file_within_bounds(tmp_path, gt_file, capsys, case):
     from tools import check_submission
 
-    name, content, message = RESULTS_FILES[case]
+    name, content, message = SUBMISSION_FILES[case]
     path = tmp_path / name
     path.write_bytes(content())
     code, seconds, peak = bounded(
