@@ -272,7 +272,7 @@ def segmentation_problems(
         if segm is None:
             continue
         counts = segm.get("counts") if type(segm) is dict else None
-        if type(counts) is str and segm["size"] == [height, width]:  # the usual case, in short
+        if type(counts) is str and segm.get("size") == [height, width]:  # the usual case, in short
             if decode_runs:
                 strings.append(counts)
                 pixels.append(height * width)

@@ -152,3 +152,10 @@ def _decoded_total(counts: str) -> int | None:
             return None
         runs.append(x)
     return sum(runs)
+
+
+@pytest.mark.parametrize("decode_runs", [True, False])
+def test_an_rle_without_a_size_is_refused_in_both_modes(decode_runs):
+    # found by tests/fuzz: the short path for the usual case read "size" without asking for it
+    (problem,) = segmentation_problems([{"counts": "0"}], [(4, 4)], decode_runs=decode_runs)
+    assert problem == "is neither null nor an RLE dict with 'size' and 'counts'"
