@@ -4,7 +4,7 @@ difference from the grid_sample reference in float64 on the same (rounded) input
 
 The step's process runs with MDQE_MSDA_BACKEND set to the backend, and every call goes through the public
 `mdqe.layers.ms_deform_attn`, as the model's do. Rows that cannot run here say why ("unavailable: ...");
-an error raised by a kernel ends the step, keeping the rows already measured.
+an error raised by a kernel fails that shape and dtype's rows (and the step, at its end), not the others.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from mdqe.layers import ms_deform_attn, ms_deform_attn_pytorch
 from mdqe.layers.msda_backend import MSDABackendError, select_backend
 
 from .op_shapes import OpCall, OpShape, op_shapes
-from .steps import OP_DTYPES, Rows, StepContext, op_labels
+from .steps import OP_DTYPES, MeasurementErrors, Rows, StepContext, op_labels
 
 __all__ = ["make_inputs", "max_difference", "op_step", "time_forward_backward"]
 
@@ -108,6 +108,7 @@ def op_step(ctx: StepContext, backend: str) -> Iterator[Rows]:
     GPU: the median of 10 samples of 5 calls after 3 warm-up calls; dry run (CPU): one call each."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     repeats, warmup, per_sample = (1, 0, 1) if ctx.dry_run else (10, 3, 5)
+    errors = MeasurementErrors()
     for dtype_name in OP_DTYPES:
         dtype = DTYPES[dtype_name]
         for shape in op_shapes(ctx.dry_run):
@@ -116,11 +117,16 @@ def op_step(ctx: StepContext, backend: str) -> Iterator[Rows]:
             if why_not:
                 yield [(label, f"unavailable: {why_not}") for label in labels.values()]
                 continue
-            calls = [make_inputs(call, shape, dtype, device) for call in shape.calls]
-            diff = max_difference(calls)
-            forward_s, both_s = time_forward_backward(calls, repeats, warmup, per_sample)
+            try:
+                calls = [make_inputs(call, shape, dtype, device) for call in shape.calls]
+                diff = max_difference(calls)
+                forward_s, both_s = time_forward_backward(calls, repeats, warmup, per_sample)
+            except Exception as e:  # reported in its rows; the other shapes and dtypes still run
+                yield errors.failed(tuple(labels.values()), e)
+                continue
             yield [
                 (labels["forward"], f"{forward_s * 1e3:.3f}"),
                 (labels["forward+backward"], f"{both_s * 1e3:.3f}"),
                 (labels["diff"], f"{diff:.2e}"),
             ]
+    errors.check()

@@ -6,14 +6,17 @@ deformable-attention backend (cuda: the CUDA kernel of mdqe._C, triton, pytorch:
 reference) run with MDQE_MSDA_BACKEND set to it in their process's environment; the others with `auto`.
 
 STEPS is the order they run in: the most valuable figures first, in case the budget runs out. The op
-timings of triton and pytorch and Triton's whole-video inference need no build, so they run before
-`build` (which may take minutes); then the CUDA kernel's op timings, inference with the other backends,
-training with each, `pytest -m gpu`, and Swin-L inference last. TABLE is the order of the rows in the
-table, which puts the backends of one figure side by side.
+timings of triton and pytorch and R50_ovis_360 with Triton (`model_triton`: whole-video inference, then
+training) need no build, so they run before `build` (which may take minutes); then the CUDA kernel's op
+timings, R50_ovis_360 with it and with grid_sample, `pytest -m gpu`, and Swin-L inference last. A step
+that runs out of time keeps the rows it finished (inference before training). TABLE is the order of the
+rows in the table, which puts the backends of one figure side by side.
 """
 
 from __future__ import annotations
 
+import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ __all__ = [
     "INSTALL_ROWS",
     "STEPS",
     "TABLE",
+    "MeasurementErrors",
     "Rows",
     "Step",
     "StepContext",
@@ -72,6 +76,27 @@ class Step:
     light_import: bool = False
 
 
+class MeasurementErrors:
+    """The errors of a step's measurements, so that one failing measurement (an AMP run, one dtype of a
+    kernel) does not cost the step's other rows: its rows say "FAILED: <error>", its traceback goes to the
+    step's log, and `check` fails the step once every measurement has run."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def failed(self, labels: tuple[str, ...] | list[str], error: Exception) -> Rows:
+        """The rows `labels` of a measurement that raised `error` (call it in the `except` block)."""
+        traceback.print_exc(file=sys.stderr)
+        message = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        self.messages.append(message)
+        return [(label, f"FAILED: {message}") for label in labels]
+
+    def check(self) -> None:
+        """Raise if a measurement failed (the step's process then exits with an error)."""
+        if self.messages:
+            raise RuntimeError(f"{len(self.messages)} measurement(s) failed, the first: {self.messages[0]}")
+
+
 def op_labels(backend: str, shape: str, dtype: str) -> dict[str, str]:
     """The op rows of one backend, shape and dtype: {"forward": label, "forward+backward": label,
     "diff": label}."""
@@ -103,6 +128,14 @@ def _op_rows(backend: str) -> tuple[str, ...]:
     )
 
 
+def _inference_rows(config: str, backend: str | None) -> tuple[str, ...]:
+    return tuple(label for p in PRECISIONS for label in inference_labels(config, p, backend))
+
+
+def _training_rows(backend: str) -> tuple[str, ...]:
+    return tuple(label for p in PRECISIONS for label in training_labels(p, backend))
+
+
 def _steps() -> dict[str, Step]:
     env_rows = (
         "GPU",
@@ -127,44 +160,31 @@ def _steps() -> dict[str, Step]:
         )
         for b in BACKENDS
     }
-    inference = {
+    model = {
         b: Step(
-            f"inference_{b}",
-            _PACKAGE + ".model_steps:inference_step",
-            tuple(label for p in PRECISIONS for label in inference_labels(R50, p, b)),
-            120,
-            b,
-            {"config": R50, "backend": b},
+            f"model_{b}",
+            _PACKAGE + ".model_steps:inference_and_training_step",
+            _inference_rows(R50, b) + _training_rows(b),
+            180,
+            backend=b,
+            kwargs={"backend": b},
         )
         for b in BACKENDS
     }
-    training = [
-        Step(
-            f"training_{b}",
-            _PACKAGE + ".model_steps:training_step",
-            tuple(label for p in PRECISIONS for label in training_labels(p, b)),
-            90,
-            b,
-            {"backend": b},
-        )
-        for b in BACKENDS
-    ]
-    swinl_rows = tuple(label for p in PRECISIONS for label in inference_labels(SWINL, p, None))
     steps = [
         Step("env", _PACKAGE + ".system_steps:env_step", env_rows, 60, light_import=True),
         op["triton"],
         op["pytorch"],
-        inference["triton"],
+        model["triton"],
         Step("build", _PACKAGE + ".system_steps:build_step", build_rows, 300, light_import=True),
         op["cuda"],
-        inference["cuda"],
-        inference["pytorch"],
-        *training,
+        model["cuda"],
+        model["pytorch"],
         Step("tests", _PACKAGE + ".system_steps:tests_step", ("pytest -m gpu",), 180),
         Step(
             "inference_swinl",
             _PACKAGE + ".model_steps:inference_step",
-            swinl_rows,
+            _inference_rows(SWINL, None),
             120,
             kwargs={"config": SWINL, "backend": None},
         ),
@@ -186,10 +206,10 @@ def _table() -> tuple[tuple[str, str], ...]:
             for key in (*OP_MODES, "diff"):
                 table += [(f"op_{b}", op_labels(b, shape, dtype)[key]) for b in BACKENDS]
     for backend in BACKENDS:
-        table += rows_of(f"inference_{backend}")
+        table += [(f"model_{backend}", label) for label in _inference_rows(R50, backend)]
     table += rows_of("inference_swinl")
     for backend in BACKENDS:
-        table += rows_of(f"training_{backend}")
+        table += [(f"model_{backend}", label) for label in _training_rows(backend)]
     return tuple(table)
 
 
@@ -199,12 +219,15 @@ TABLE: tuple[tuple[str, str], ...] = _table()
 def step_environment(step: Step, base: dict[str, str], dry_run: bool) -> dict[str, str]:
     """The environment of `step`'s process, from `base`: MDQE_MSDA_BACKEND set to its backend; Triton's
     interpreter on (dry run: the Triton steps run on CPU tensors) or off (a GPU run compiles the kernels);
+    one CPU thread in the dry run;
     MDQE_LIGHT_IMPORT=1 where the step asks for it (`Step.light_import`), else unset."""
     env = {k: v for k, v in base.items() if k not in ("TRITON_INTERPRET", "MDQE_LIGHT_IMPORT")}
     env["PYTHONUNBUFFERED"] = "1"
     env["MDQE_MSDA_BACKEND"] = step.backend
     if dry_run:
         env["TRITON_INTERPRET"] = "1"
+        # tiny sizes: more threads only add overhead, and spin-wait for cores on a busy machine
+        env["OMP_NUM_THREADS"] = "1"
     if step.light_import:
         env["MDQE_LIGHT_IMPORT"] = "1"
     return env

@@ -22,7 +22,7 @@ def _cells(table: str) -> dict[str, str]:
 def test_a_failed_step_says_why_in_each_of_its_missing_rows():
     results = {
         "env": StepResult([("GPU", "X")], ""),
-        "training_cuda": StepResult([("training R50_ovis_360 fp32 cuda: s/iteration", "0.5")], "timed out"),
+        "model_cuda": StepResult([("training R50_ovis_360 fp32 cuda: s/iteration", "0.5")], "timed out"),
     }
     cells = _cells(render_table(results, dry_run=False))
     assert cells["GPU"] == "X"

@@ -24,7 +24,7 @@ def test_the_op_rows_of_the_backends_stand_side_by_side():
 def test_backend_steps_select_their_backend_and_others_auto():
     base = {"MDQE_MSDA_BACKEND": "pytorch", "PATH": "/bin"}
     assert step_environment(STEPS["op_triton"], base, dry_run=False)["MDQE_MSDA_BACKEND"] == "triton"
-    assert step_environment(STEPS["training_cuda"], base, dry_run=False)["MDQE_MSDA_BACKEND"] == "cuda"
+    assert step_environment(STEPS["model_cuda"], base, dry_run=False)["MDQE_MSDA_BACKEND"] == "cuda"
     assert step_environment(STEPS["inference_swinl"], base, dry_run=False)["MDQE_MSDA_BACKEND"] == "auto"
     assert step_environment(STEPS["env"], base, dry_run=False)["PATH"] == "/bin"
 
@@ -35,9 +35,15 @@ def test_triton_is_interpreted_in_the_dry_run_only():
     assert step_environment(STEPS["op_triton"], {}, dry_run=True)["TRITON_INTERPRET"] == "1"
 
 
+def test_the_dry_run_steps_run_on_one_thread_and_the_gpu_run_as_set():
+    base = {"OMP_NUM_THREADS": "16"}
+    assert step_environment(STEPS["model_cuda"], base, dry_run=True)["OMP_NUM_THREADS"] == "1"
+    assert step_environment(STEPS["model_cuda"], base, dry_run=False)["OMP_NUM_THREADS"] == "16"
+
+
 def test_light_import_only_for_the_steps_that_ask_for_it():
     base = {"MDQE_LIGHT_IMPORT": "1"}  # the orchestrating tool's own setting
     assert step_environment(STEPS["env"], base, dry_run=False)["MDQE_LIGHT_IMPORT"] == "1"
     assert step_environment(STEPS["op_cuda"], base, dry_run=False)["MDQE_LIGHT_IMPORT"] == "1"
-    assert "MDQE_LIGHT_IMPORT" not in step_environment(STEPS["inference_cuda"], base, dry_run=False)
+    assert "MDQE_LIGHT_IMPORT" not in step_environment(STEPS["model_cuda"], base, dry_run=False)
     assert "MDQE_LIGHT_IMPORT" not in step_environment(STEPS["tests"], base, dry_run=False)

@@ -30,6 +30,28 @@ def test_the_pytorch_rows_are_figures_close_to_the_reference(backend, tmp_path):
     assert all(float(value) > 0 for label, value in rows if label.endswith(" ms"))
 
 
+def test_a_failing_measurement_fails_its_rows_and_the_step_but_not_the_others(backend, tmp_path, monkeypatch):
+    backend("pytorch")
+    timed = msda_steps.time_forward_backward
+
+    def fails_in_bf16(calls, *args):
+        if calls[0][0].dtype == torch.bfloat16:
+            raise RuntimeError("no bf16 here")
+        return timed(calls, *args)
+
+    monkeypatch.setattr(msda_steps, "time_forward_backward", fails_in_bf16)
+    rows = []
+    with pytest.raises(
+        RuntimeError, match=r"3 measurement\(s\) failed, the first: RuntimeError: no bf16 here"
+    ):
+        for batch in msda_steps.op_step(StepContext(True, tmp_path), "pytorch"):
+            rows += batch
+    values = dict(rows)
+    assert len(values) == len(STEPS["op_pytorch"].rows)
+    assert all(v == "FAILED: RuntimeError: no bf16 here" for k, v in values.items() if " bf16" in k)
+    assert all(not v.startswith("FAILED") for k, v in values.items() if " fp32" in k)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="Triton runs on CUDA tensors there")
 def test_rows_a_backend_cannot_run_say_why(backend, tmp_path):
     backend("triton", interpret="0")
