@@ -11,23 +11,24 @@ the split (annotations are only needed for --with-gt); it gives the frame files 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections import defaultdict
 
 import numpy as np
 from PIL import Image
 
+from mdqe.utils.bounded_io import UntrustedInputError, read_json_file
 from mdqe.utils.visualization import draw_frame, write_video
 
 
 def _load_json(path: str, what: str):
     try:
-        with open(path) as f:
-            return json.load(f)
+        return read_json_file(path)
     except FileNotFoundError:
         raise SystemExit(f"error: {what} not found: {path}") from None
-    except json.JSONDecodeError as e:
+    except UntrustedInputError as e:
+        raise SystemExit(f"error: {what} {e}") from None
+    except ValueError as e:
         raise SystemExit(f"error: {what} {path} is not valid JSON: {e}") from None
 
 
@@ -96,6 +97,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: --with-gt, but {args.gt} has no annotations")
 
     videos = [v for v in gt["videos"] if not args.video_ids or v["id"] in args.video_ids]
+    for video in videos:
+        # the id names the files written under --output: an id like "../x" must not leave that folder
+        if not isinstance(video.get("id"), int) or isinstance(video["id"], bool):
+            raise SystemExit(f"error: {args.gt}: video ids must be integers, found {video.get('id')!r}")
     for video in videos[: args.max_videos]:
         preds = sorted(predictions[video["id"]], key=lambda r: -r["score"])
         frames = render_video(video, args.image_root, preds, names)

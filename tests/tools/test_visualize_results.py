@@ -84,3 +84,17 @@ def test_missing_results_file_gives_one_clear_error(tmp_path):
     )
     assert r.returncode != 0
     assert "results file not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_path_as_video_id_writes_nothing_outside_the_output_folder(tmp_path):
+    gt, results = _make_split(tmp_path)
+    split = json.loads(gt.read_text())
+    split["videos"][0]["id"] = "../escaped"
+    gt.write_text(json.dumps(split))
+    out = tmp_path / "nested" / "vis"
+    r = _run("--gt", gt, "--image-root", tmp_path / "frames", "--results", results, "--output", out)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1] == f"error: {gt}: video ids must be integers, found '../escaped'"
+    assert (
+        not (tmp_path / "nested" / "escaped").exists() and not (tmp_path / "nested" / "escaped.mp4").exists()
+    )
