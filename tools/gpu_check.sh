@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU check of MDQE: build the CUDA op, run the GPU tests, time the op, inference and training, and
-# write one Markdown table (tools/gpu_check.py has the details).
+# GPU check of MDQE: build the CUDA op, run the GPU tests, time the deformable-attention op, inference and
+# training with each backend (cuda, triton, pytorch), and write one Markdown table (tools/gpu_check.py and
+# mdqe/benchmark/gpu_check/ have the details).
 #   tools/gpu_check.sh --prepare            here, with pip's index: fill .gpu_bundle/ (git-ignored)
 #   tools/gpu_check.sh OUTPUT_DIR           on the GPU machine, offline: OUTPUT_DIR/gpu_check.md
 #   tools/gpu_check.sh --dry-run OUTPUT_DIR on CPU, tiny sizes, no build
