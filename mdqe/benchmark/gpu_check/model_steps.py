@@ -159,7 +159,8 @@ def _training(ctx: StepContext, backend: str, errors: MeasurementErrors) -> Iter
     num_frames = cfg.INPUT.SAMPLING_FRAME_NUM
     clip = synthetic_clip(num_frames, height, width, cfg.MODEL.MDQE.NUM_CLASSES)
     clips, iters, warmup = (1, 1, 0) if ctx.dry_run else (TRAIN_CLIPS, TRAIN_ITERS, TRAIN_WARMUP)
-    size = f"{clips} clip{'s' * (clips > 1)} x {num_frames} frames {height}x{width}, deformable attention: {implementation}"
+    size = f"{clips} clip{'s' * (clips > 1)} x {num_frames} frames {height}x{width}"
+    size += f", deformable attention: {implementation}"
     for precision in PRECISIONS:
         amp = precision == "AMP"
         try:
