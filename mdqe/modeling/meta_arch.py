@@ -166,7 +166,9 @@ class MDQE(nn.Module):
 
     def encode_frames(self, images: ImageList) -> FrameFeatures:
         """The per-frame part on a preprocessed batch."""
-        sizes = torch.tensor(images.image_sizes, dtype=torch.long, device=images.tensor.device)
+        # int(): under torch.jit.trace (fvcore's FLOP count) ImageList holds its sizes as 0-dim tensors
+        sizes = [[int(h), int(w)] for h, w in images.image_sizes]
+        sizes = torch.tensor(sizes, dtype=torch.long, device=images.tensor.device)
         return self._network(self.frame_part, images.tensor, sizes)
 
     def forward(self, batched_inputs: list[dict[str, Any]]) -> Any:
