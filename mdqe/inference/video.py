@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable
 
 import torch
@@ -155,30 +156,63 @@ def infer_video(
     for i, (start, end) in enumerate(clips):
         heads = decode_clip(start, end)
         feats = mask_features(start, end)
-        if tracker is None:
-            if heads.cls_probs.shape[1] != params.num_classes:
-                raise ValueError(
-                    f"infer_video: decode_clip returned {heads.cls_probs.shape[1]} classes, "
-                    f"MODEL.MDQE.NUM_CLASSES is {params.num_classes}"
-                )
-            device = torch.device("cpu") if params.merge_on_cpu else feats.device
-            tracker = OverlapTracker(
-                clip_len=params.clip_len,
-                clip_stride=params.clip_stride,
-                window_frames=params.window_frames,
-                num_classes=params.num_classes,
-                embed_dim=heads.query_embed.shape[1],
-                max_num_instances=params.max_num_instances,
-                apply_cls_thres=params.apply_cls_thres,
-                device=device,
+        with _outside_autocast(feats.device.type):
+            tracker, num_windows = _track_clip(
+                tracker, assembler, num_windows, heads, feats, start, i == len(clips) - 1, num_frames, params
             )
-        instances = postprocess_clip(heads, feats, params.apply_cls_thres, 10 * params.detections_per_image)
-        tracker.update(start, instances)
-
-        is_last = i == len(clips) - 1
-        if is_last or start + params.clip_stride >= params.window_frames * (num_windows + 1):
-            assembler.add_window(tracker.end_window(is_last=is_last))
-            num_windows += 1
-        for frame in tracker.pop_final_frames(num_frames if is_last else start + params.clip_stride):
-            assembler.add_frame(frame)
     return assembler.result()
+
+
+@contextlib.contextmanager
+def _outside_autocast(device_type: str):
+    """Post-processing and tracking run in float32 even when the network ran under an enclosing autocast
+    (AMP inference): their matrix products would otherwise follow autocast's lower precision."""
+    if torch.is_autocast_enabled(device_type):
+        with torch.autocast(device_type, enabled=False):
+            yield
+    else:
+        yield
+
+
+def _track_clip(
+    tracker: OverlapTracker | None,
+    assembler: VideoResultAssembler,
+    num_windows: int,
+    heads: ClipHeads,
+    feats: torch.Tensor,
+    start: int,
+    is_last: bool,
+    num_frames: int,
+    params: VideoInferenceParams,
+) -> tuple[OverlapTracker, int]:
+    """Post-process the clip starting at `start` (heads, and feats (M, T, Hf, Wf)), hand it to the tracker
+    (made at the first clip), and pass closed windows and final frames to the assembler. Returns the
+    tracker and the number of windows closed so far."""
+    heads = ClipHeads(*(t.float() for t in (heads.cls_probs, heads.mask_coeff, heads.query_embed)))
+    feats = feats.float()
+    if tracker is None:
+        if heads.cls_probs.shape[1] != params.num_classes:
+            raise ValueError(
+                f"infer_video: decode_clip returned {heads.cls_probs.shape[1]} classes, "
+                f"MODEL.MDQE.NUM_CLASSES is {params.num_classes}"
+            )
+        device = torch.device("cpu") if params.merge_on_cpu else feats.device
+        tracker = OverlapTracker(
+            clip_len=params.clip_len,
+            clip_stride=params.clip_stride,
+            window_frames=params.window_frames,
+            num_classes=params.num_classes,
+            embed_dim=heads.query_embed.shape[1],
+            max_num_instances=params.max_num_instances,
+            apply_cls_thres=params.apply_cls_thres,
+            device=device,
+        )
+    instances = postprocess_clip(heads, feats, params.apply_cls_thres, 10 * params.detections_per_image)
+    tracker.update(start, instances)
+
+    if is_last or start + params.clip_stride >= params.window_frames * (num_windows + 1):
+        assembler.add_window(tracker.end_window(is_last=is_last))
+        num_windows += 1
+    for frame in tracker.pop_final_frames(num_frames if is_last else start + params.clip_stride):
+        assembler.add_frame(frame)
+    return tracker, num_windows

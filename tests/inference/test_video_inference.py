@@ -45,6 +45,27 @@ def test_final_results_match_original(postproc, run_name):
             np.testing.assert_array_equal(_decode(got_rle, out_size), mask_util.decode(expected_rle))
 
 
+def test_post_processing_under_an_enclosing_autocast_gives_the_float32_results(postproc):
+    # AMP inference runs the network under autocast; the tracker's association and the mask products
+    # stay in float32 (under bfloat16 autocast they failed: "Index put requires the source and
+    # destination dtypes match")
+    run = postproc["runs"]["default"]
+    feats = postproc["design"]["mask_feats"]
+    args = (
+        postproc["input"]["frames"],
+        lambda s, e: designed_heads(postproc, s, e),
+        lambda s, e: feats[:, s:e],
+        postproc["input"]["frame_size"],
+        (postproc["input"]["height"], postproc["input"]["width"]),
+        postproc_params(run),
+    )
+    expected = infer_video(*args)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = infer_video(*args)
+    assert len(expected["pred_scores"]) == run["num_instances"]
+    assert got == expected
+
+
 def test_clip_schedule_is_the_originals(postproc):
     assert clip_starts(12, 4, 1) == [(f[0], f[-1] + 1) for f in postproc["runs"]["default"]["heads_calls"]]
     assert clip_starts(7, 4, 1) == [(0, 4), (1, 5), (2, 6), (3, 7), (4, 7)]
