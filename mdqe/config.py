@@ -132,9 +132,10 @@ def _add_model_config(cfg: CfgNode) -> None:
     cfg.MODEL.MDQE.MASK_FEAT_DIM = 0
     # Not in the original (whose behaviour is False): run the per-frame part (backbone, input projections,
     # encoder, query selection, mask features) and the per-clip part (association, decoder, heads) through
-    # torch.compile, for training and inference; criterion, matcher and tracker stay eager. Frame sizes
-    # are dynamic: a new size does not recompile (mdqe/modeling/compile.py). The first call of each part
-    # compiles it (minutes for ResNet-50 on a CPU; BENCHMARKS.md "torch.compile").
+    # torch.compile, for training and inference; criterion, matcher and tracker stay eager. The first
+    # sizes get static graphs; the first other size makes the sizes dynamic, and no later size recompiles
+    # (mdqe/modeling/compile.py). The first call of each part compiles it (minutes for ResNet-50 on a CPU;
+    # BENCHMARKS.md "torch.compile").
     cfg.MODEL.MDQE.COMPILE = False
     # Not in the original (whose behaviour is False): keep the backbone's weights and input in the
     # channels-last memory format (faster convolutions on CPUs with oneDNN; same results within float

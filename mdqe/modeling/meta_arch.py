@@ -18,7 +18,7 @@ from mdqe.inference.frame_cache import FrameFeatures, clip_decoders
 from mdqe.inference.image import infer_image
 
 from .build import build_criterion
-from .compile import CompiledPart, mark_features_dynamic, mark_frames_dynamic
+from .compile import CompiledPart, features_dynamic_dims, frames_dynamic_dims
 from .targets import prepare_targets
 from .transformer import MDQETransformer
 
@@ -88,8 +88,8 @@ class MDQE(nn.Module):
         self.autocast_bf16 = autocast_bf16
         if channels_last:
             self.detr.backbone.to(memory_format=torch.channels_last)
-        self.frame_part = CompiledPart("per-frame part", self._frame_features, mark_frames_dynamic, compile)
-        self.clip_part = CompiledPart("per-clip part", self._clip_outputs, mark_features_dynamic, compile)
+        self.frame_part = CompiledPart("per-frame part", self._frame_features, frames_dynamic_dims, compile)
+        self.clip_part = CompiledPart("per-clip part", self._clip_outputs, features_dynamic_dims, compile)
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> dict[str, Any]:
