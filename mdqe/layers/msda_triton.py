@@ -81,6 +81,23 @@ def _corner(x0, y0, fx, fy, inside, height, width, DX: tl.constexpr, DY: tl.cons
     return pixel, on_map, wx, wy
 
 
+@triton.jit
+def _program_tile(
+    tokens, queries, heads, CHANNELS: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr
+):
+    """This program's tile: the (n, q, m) indices of its BLOCK_Q queries (int64), the channel offsets d,
+    the query and channel masks, and the offset of its value rows' channels, (BLOCK_Q, BLOCK_D) without
+    the row term: n * S * M * D + m * D + d."""
+    pid_nm = tl.program_id(1).to(tl.int64)
+    n = pid_nm // heads
+    m = pid_nm % heads
+    q = tl.program_id(0).to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    d = tl.arange(0, BLOCK_D)
+    qm = (n * queries + q) * heads + m
+    value_offset = n * tokens * heads * CHANNELS + m * CHANNELS + d[None, :]
+    return qm, d, q < queries, d < CHANNELS, value_offset
+
+
 @triton.jit(do_not_specialize=_RUNTIME_SIZES)
 def _forward_kernel(
     value_ptr,  # (N, S, M, D)
@@ -98,17 +115,12 @@ def _forward_kernel(
     BLOCK_Q: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    pid_nm = tl.program_id(1).to(tl.int64)
-    n = pid_nm // heads
-    m = pid_nm % heads
-    q = tl.program_id(0).to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    d = tl.arange(0, BLOCK_D)
-    q_mask = q < queries
-    d_mask = d < CHANNELS
-    qm = (n * queries + q) * heads + m  # (BLOCK_Q,) index of (n, q, m)
+    qm, d, q_mask, d_mask, value_offset = _program_tile(
+        tokens, queries, heads, CHANNELS=CHANNELS, BLOCK_Q=BLOCK_Q, BLOCK_D=BLOCK_D
+    )
     samples = levels * points
     row_stride = heads * CHANNELS
-    value_base = value_ptr + n * tokens * row_stride + m * CHANNELS + d[None, :]
+    value_base = value_ptr + value_offset
     acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=tl.float32)
     for lvl in range(levels):
         height = tl.load(shapes_ptr + 2 * lvl)
@@ -147,17 +159,11 @@ def _backward_kernel(
     BLOCK_Q: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    pid_nm = tl.program_id(1).to(tl.int64)
-    n = pid_nm // heads
-    m = pid_nm % heads
-    q = tl.program_id(0).to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    d = tl.arange(0, BLOCK_D)
-    q_mask = q < queries
-    d_mask = d < CHANNELS
-    qm = (n * queries + q) * heads + m
+    qm, d, q_mask, d_mask, value_offset = _program_tile(
+        tokens, queries, heads, CHANNELS=CHANNELS, BLOCK_Q=BLOCK_Q, BLOCK_D=BLOCK_D
+    )
     samples = levels * points
     row_stride = heads * CHANNELS
-    value_offset = n * tokens * row_stride + m * CHANNELS + d[None, :]
     tile_mask = q_mask[:, None] & d_mask[None, :]
     g = tl.load(grad_out_ptr + qm[:, None] * CHANNELS + d[None, :], mask=tile_mask, other=0.0).to(tl.float32)
     for lvl in range(levels):

@@ -113,19 +113,25 @@ void check_grad_output(const at::Tensor& value, const at::Tensor& sampling_locat
       grad_output.device());
 }
 
-at::Tensor forward_cpu(
+using ForwardKernel = at::Tensor (*)(
+    const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&);
+using BackwardKernel = std::tuple<at::Tensor, at::Tensor, at::Tensor> (*)(
+    const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&);
+
+// The operator's kernel for one device: validated, contiguous inputs handed to that device's kernel.
+template <ForwardKernel kernel>
+at::Tensor forward(
     const at::Tensor& value,
     const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights) {
   check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  return std::apply(
-      ms_deform_attn_cpu_forward,
-      contiguous(value, spatial_shapes, level_start_index, sampling_locations, attention_weights));
+  return std::apply(kernel, contiguous(value, spatial_shapes, level_start_index, sampling_locations, attention_weights));
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
+template <BackwardKernel kernel>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const at::Tensor& value,
     const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index,
@@ -135,37 +141,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
   check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   check_grad_output(value, sampling_locations, grad_output);
   return std::apply(
-      ms_deform_attn_cpu_backward,
-      contiguous(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output));
+      kernel, contiguous(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output));
 }
-
-#ifdef WITH_CUDA
-at::Tensor forward_cuda(
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights) {
-  check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  return std::apply(
-      ms_deform_attn_cuda_forward,
-      contiguous(value, spatial_shapes, level_start_index, sampling_locations, attention_weights));
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights,
-    const at::Tensor& grad_output) {
-  check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  check_grad_output(value, sampling_locations, grad_output);
-  return std::apply(
-      ms_deform_attn_cuda_backward,
-      contiguous(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output));
-}
-#endif
 
 }  // namespace
 }  // namespace mdqe
@@ -180,14 +157,14 @@ TORCH_LIBRARY(mdqe, m) {
 }
 
 TORCH_LIBRARY_IMPL(mdqe, CPU, m) {
-  m.impl("ms_deform_attn", &mdqe::forward_cpu);
-  m.impl("ms_deform_attn_backward", &mdqe::backward_cpu);
+  m.impl("ms_deform_attn", &mdqe::forward<mdqe::ms_deform_attn_cpu_forward>);
+  m.impl("ms_deform_attn_backward", &mdqe::backward<mdqe::ms_deform_attn_cpu_backward>);
 }
 
 #ifdef WITH_CUDA
 TORCH_LIBRARY_IMPL(mdqe, CUDA, m) {
-  m.impl("ms_deform_attn", &mdqe::forward_cuda);
-  m.impl("ms_deform_attn_backward", &mdqe::backward_cuda);
+  m.impl("ms_deform_attn", &mdqe::forward<mdqe::ms_deform_attn_cuda_forward>);
+  m.impl("ms_deform_attn_backward", &mdqe::backward<mdqe::ms_deform_attn_cuda_backward>);
 }
 #endif
 
