@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import tarfile
@@ -80,6 +81,36 @@ def make_reference_model(reference_dir: Path, gen_weights: ModuleType) -> Callab
         return model
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Undo what a test's in-process tool run did to logging. detectron2's `setup_logger` (called by
+    tools/demo.py and tools/export_onnx.py) binds a handler to the sys.stdout of the test that ran it and
+    stops propagation; once pytest closes that stream, every later test's warning from an `mdqe.*` logger
+    printed "--- Logging error ---" to the next test's stderr (CI: tests/fuzz/test_fuzz_results.py after
+    tests/deploy)."""
+    manager = logging.Logger.manager
+    before = {
+        name: (list(logger.handlers), logger.propagate, logger.level)
+        for name, logger in manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    yield
+    changed = False
+    for name, logger in list(manager.loggerDict.items()):  # not the root: pytest's own handlers are there
+        if not isinstance(logger, logging.Logger):
+            continue
+        # a logger made during the test keeps its level (libraries set theirs on import)
+        handlers, propagate, level = before.get(name, ([], True, logger.level))
+        if logger.handlers != handlers or logger.propagate != propagate or logger.level != level:
+            logger.handlers[:] = handlers
+            logger.propagate, logger.level = propagate, level
+            changed = True
+    if changed:
+        from detectron2.utils.logger import setup_logger
+
+        setup_logger.cache_clear()  # its cache would otherwise return a logger without its handlers
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
