@@ -45,7 +45,7 @@ class TrainingJob:
         train_net = _train_net()  # first: puts this checkout ahead of any installed mdqe
         import torch
 
-        from mdqe.engine.launch import init_distributed_from_env
+        from mdqe.engine.launch import init_distributed_from_env, run_in_process_group
 
         args = train_net.default_argument_parser().parse_args(self.train_argv)
         cfg = train_net.load_config(args.config_file, args.opts)
@@ -57,7 +57,7 @@ class TrainingJob:
             init_distributed_from_env("gloo" if on_cpu else "nccl", env.local_world_size)
             if on_cpu:  # split the node's cores between its tasks
                 torch.set_num_threads(max(1, torch.get_num_threads() // env.local_world_size))
-        return train_net.main(args)
+        return run_in_process_group(train_net.main, args)
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on preemption (after train_net wrote its checkpoint): requeue with --resume."""

@@ -6,11 +6,13 @@ tests and by machines without GPUs) needs its own worker.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -43,7 +45,13 @@ def launch(
     if device != "cpu":
         try:
             d2_launch(
-                main_func, num_processes_per_machine, num_machines, machine_rank, dist_url, args, timeout
+                run_in_process_group,
+                num_processes_per_machine,
+                num_machines,
+                machine_rank,
+                dist_url,
+                (main_func, *args),
+                timeout,
             )
         except mp.ProcessExitedException as e:
             if e.exit_code == EXIT_PREEMPTED:
@@ -112,7 +120,23 @@ def _cpu_worker(
     # Split the machine's cores between the workers instead of oversubscribing them.
     torch.set_num_threads(max(1, torch.get_num_threads() // num_processes_per_machine))
     comm.synchronize()
-    main_func(*args)
+    run_in_process_group(main_func, *args)
+
+
+def run_in_process_group(main_func: Callable, *args: Any) -> Any:
+    """`main_func(*args)`, then leave the process group (if one was joined), also when it raises or exits.
+
+    A process that exits still in a gloo group can abort at interpreter shutdown ("terminate called
+    without an active exception", SIGABRT), when the group's worker threads are destroyed after the
+    interpreter. DistributedDataParallel holds the group through reference cycles, so they are collected
+    before the group is destroyed. Destroying the group is local to this process and waits for no other
+    rank."""
+    try:
+        return main_func(*args)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            gc.collect()
+            dist.destroy_process_group()
 
 
 def create_local_process_group(num_processes_per_machine: int) -> None:
