@@ -6,14 +6,18 @@ mdqe.deploy), for whole-video inference and for the main job's training iteratio
     python tools/benchmarks/benchmark_compile.py                      # everything (~30-60 min on 2 cores)
     python tools/benchmarks/benchmark_compile.py --part inference --variants eager compile
     python tools/benchmarks/benchmark_compile.py --part train --train-iters 20
+    python tools/benchmarks/benchmark_compile.py --part train --train-one-size --profile 15
 
 Inference: whole-video inference of --inference-config (random weights, seed 0) on a --frames-frame
 synthetic video of --height x --width, seconds per frame (the best of --repeats videos after a first
 one). Training: forward, backward and AdamW step of --train-config on batches of SOLVER.IMS_PER_BATCH
 clips of held-out-free synthetic training videos (mdqe.data.synthetic, regenerated in memory) resized to
 short sides cycling through INPUT.MIN_SIZE_TRAIN (so frame sizes change between iterations as in
-training), seconds per iteration (median of --train-iters after --train-warmup). The first call of a
-variant (its compilation, for the compiled ones; its export, for onnxruntime) is timed separately.
+training), seconds per iteration (median of --train-iters after --train-warmup); --train-one-size repeats
+the first batch instead (one frame size: the static-shape case, as a sampler that buckets sizes would
+give). The first call of a variant (its compilation, for the compiled ones; its export, for onnxruntime)
+is timed separately. --profile N prints the N operators with the most self CPU time in 5 training
+iterations of each variant, run after the timed ones (torch.profiler).
 Prints one table; run it on an otherwise idle machine and give the load average with the figures.
 """
 
@@ -150,7 +154,8 @@ def bench_train(args: argparse.Namespace, variant: str) -> tuple[float, float]:
     cfg = load_cfg(args.train_config, VARIANTS[variant])
     model = build(cfg).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.SOLVER.BASE_LR)
-    batches = training_batches(cfg, args.train_warmup + args.train_iters)
+    count = args.train_warmup + args.train_iters
+    batches = training_batches(cfg, 1) * count if args.train_one_size else training_batches(cfg, count)
 
     def step(batch: list[dict]) -> None:
         losses = model(batch)
@@ -162,6 +167,13 @@ def bench_train(args: argparse.Namespace, variant: str) -> tuple[float, float]:
     for batch in batches[1 : args.train_warmup]:
         step(batch)
     times = [timed(lambda b=b: step(b)) for b in batches[args.train_warmup :]]
+    if args.profile > 0:  # after the timed iterations: the profiler's own cost stays out of the figures
+        profiled = batches[args.train_warmup : args.train_warmup + 5]
+        with torch.profiler.profile() as profile:
+            for batch in profiled:
+                step(batch)
+        print(f"train {variant}: self CPU time of {len(profiled)} iterations")
+        print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile))
     return first, statistics.median(times)
 
 
@@ -179,6 +191,10 @@ def main() -> None:
     parser.add_argument("--train-config", default="configs/synthetic/R18_synthetic.yaml")
     parser.add_argument("--train-iters", type=int, default=10)
     parser.add_argument("--train-warmup", type=int, default=3, help="iterations before timing (>= 1)")
+    parser.add_argument(
+        "--train-one-size", action="store_true", help="repeat the first training batch (one frame size)"
+    )
+    parser.add_argument("--profile", type=int, default=0, help="print the N costliest training operators")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
