@@ -17,7 +17,10 @@ graph per part and mode (training / evaluation) serves every further size, and n
 What else recompiles: a new clip length T (the decoder's temporal attention picks frames by T), a new
 frame count (made dynamic by dynamo itself at its first change), and a size of 1 in a marked dimension
 (torch.compile specialises sizes 0 and 1). Every compilation is counted and logged
-(`CompiledPart.compiles`).
+(`CompiledPart.compiles`). Dynamo records the sizes it has seen per code object, not per model: a second
+model compiled in the same process after one that ran other frame sizes starts with dynamic sizes (call
+`torch._dynamo.reset()` between them to get static graphs again, as tools/benchmarks/benchmark_compile.py
+does between variants).
 """
 
 from __future__ import annotations

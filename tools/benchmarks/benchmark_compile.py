@@ -207,6 +207,9 @@ def main() -> None:
         for variant in args.variants:
             if part == "train" and variant == "onnxruntime":
                 continue
+            # dynamo keeps its graphs and its record of the sizes seen per code object, so a variant
+            # compiled after another (the training step after inference) would start with dynamic sizes
+            torch._dynamo.reset()
             first, value = (bench_inference if part == "inference" else bench_train)(args, variant)
             rows.append((part, variant, first, value))
             print(
